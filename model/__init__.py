@@ -1,0 +1,5 @@
+"""Engines: one file per family, the shared Engine interface (engine.py) and sampling (sampling.py)."""
+
+from .engine import Engine, GenerationRequest, engine_names, get_engine, register
+
+__all__ = ["Engine", "GenerationRequest", "engine_names", "get_engine", "register"]
