@@ -42,6 +42,7 @@ class Score:
     bpm: float = 120.0
     time_signature: tuple[int, int] = (4, 4)
     style: str | None = None
+    length: int | None = None  # steps; when set, the piece lasts exactly this long (e.g. N whole bars)
 
     def __post_init__(self) -> None:
         self.notes = normalize_notes(self.notes)
@@ -83,7 +84,7 @@ class Score:
         limit = n_bars * self.bar_steps
         n = self.notes[self.notes["onset"] < limit].copy()
         n["duration"] = np.minimum(n["duration"], limit - n["onset"])
-        return Score(n, self.bpm, self.time_signature, self.style)
+        return Score(n, self.bpm, self.time_signature, self.style, length=limit)
 
 
 def make_notes(onset, duration, velocity_level, group, pitch) -> np.ndarray:
@@ -110,20 +111,22 @@ def normalize_notes(notes: np.ndarray) -> np.ndarray:
     keep = np.ones(len(notes), bool)
     keep[1:] = (key[1:] != key[:-1]).any(1)
     notes = notes[keep]
-    # cut overlaps of the same (group, pitch): order by (group, pitch, onset)
-    order = np.lexsort((notes["onset"], notes["pitch"], notes["group"]))
-    n = notes[order]
-    same = (n["group"][1:] == n["group"][:-1]) & (n["pitch"][1:] == n["pitch"][:-1])
-    end = n["onset"][:-1] + n["duration"][:-1]
-    cut = same & (end > n["onset"][1:])
-    n["duration"][:-1][cut] = n["onset"][1:][cut] - n["onset"][:-1][cut]
-    notes = n[np.lexsort((n["pitch"], n["group"], n["onset"]))]
+    # quantize to the nearest level first, then cut overlaps of the same (group, pitch) with the
+    # cut length rounded DOWN to a level, so that no normalized note overlaps the next one
     levels = np.asarray(V.DURATION_LEVELS)
     d = np.clip(notes["duration"], 1, V.MAX_DURATION)
     idx = np.searchsorted(levels, d)  # first level >= d
     lo = levels[np.maximum(idx - 1, 0)]
     hi = levels[np.minimum(idx, len(levels) - 1)]
     notes["duration"] = np.where((hi - d) <= (d - lo), hi, lo)
+    order = np.lexsort((notes["onset"], notes["pitch"], notes["group"]))
+    n = notes[order]
+    same = (n["group"][1:] == n["group"][:-1]) & (n["pitch"][1:] == n["pitch"][:-1])
+    end = n["onset"][:-1] + n["duration"][:-1]
+    cut = same & (end > n["onset"][1:])
+    gap = n["onset"][1:][cut] - n["onset"][:-1][cut]  # >= 1: duplicates are gone
+    n["duration"][:-1][cut] = levels[np.searchsorted(levels, gap, side="right") - 1]
+    notes = n[np.lexsort((n["pitch"], n["group"], n["onset"]))]
     return notes
 
 
@@ -173,7 +176,7 @@ def load_midi(source: str | os.PathLike | bytes, style: str | None = None) -> Sc
 
         sym = SymScore.from_midi(data)
     except Exception as e:  # symusic raises RuntimeError/ValueError with parser details
-        msg = str(e).split(":")[0].replace("MiniMidi", "").strip(" :") or "unreadable data"
+        msg = str(e).replace("MiniMidi:", "").replace(": iostream error", "").strip(" :") or "unreadable data"
         raise MidiError(f"broken MIDI file ({msg})") from None
     return from_symusic(sym, style=style)
 
@@ -219,7 +222,8 @@ def to_midi_file(score: Score, tpq: int = OUTPUT_TPQ) -> mido.MidiFile:
     meta.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(score.bpm), time=0))
     num, den = score.time_signature
     meta.append(mido.MetaMessage("time_signature", numerator=num, denominator=den, time=0))
-    meta.append(mido.MetaMessage("end_of_track", time=0))
+    total = max(score.end_step, score.length or 0) * ticks
+    meta.append(mido.MetaMessage("end_of_track", time=total))
     mf.tracks.append(meta)
     channels = [c for c in range(16) if c != V.DRUM_CHANNEL]
     for i, g in enumerate(score.groups):
@@ -239,7 +243,7 @@ def to_midi_file(score: Score, tpq: int = OUTPUT_TPQ) -> mido.MidiFile:
             msg = "note_on" if kind else "note_off"
             tr.append(mido.Message(msg, channel=ch, note=pitch, velocity=vel if kind else 0, time=tick - now))
             now = tick
-        tr.append(mido.MetaMessage("end_of_track", time=0))
+        tr.append(mido.MetaMessage("end_of_track", time=max(total - now, 0)))
         mf.tracks.append(tr)
     return mf
 

@@ -1,0 +1,1 @@
+"""Benchmarks (each a `python -m bench.NAME` command that prints its results)."""

@@ -1,0 +1,110 @@
+"""Checkpoints for every engine: safetensors weights + a JSON config, never pickles.
+
+A checkpoint is a folder:
+    config.json        {"engine": ..., "model": {config dataclass}, "meta": {training, metrics}}
+    model.safetensors  weights: fp32, fp16, or int8 with per-output-channel scales
+                       (a 2-D weight W is stored as W.int8 (int8) and W.scale (fp32, one per row)).
+Writes are atomic (temp files, then rename), so a killed job never leaves half a checkpoint.
+Sources: a local folder, or a Hugging Face Hub repo id ("owner/name", downloaded once into the cache).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".scale"
+# Shipped checkpoints; MIDI_BANGERS_CHECKPOINTS points every engine at another root (tests, a Hub cache).
+CHECKPOINT_ROOT = Path(os.environ.get("MIDI_BANGERS_CHECKPOINTS")
+                       or Path(__file__).resolve().parent.parent / "checkpoints")
+
+
+def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric per-row (output channel) int8: w ~= q * scale[:, None]."""
+    w = w.detach().float()
+    scale = w.abs().amax(dim=1).clamp_min(1e-12) / 127.0  # (rows,)
+    q = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def encode_state(state: dict[str, torch.Tensor], dtype: str = "fp32") -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        if not v.is_floating_point():
+            out[k] = v
+        elif dtype == "int8" and v.ndim == 2 and v.numel() >= 4096:
+            q, s = quantize_int8(v)
+            out[k + INT8_SUFFIX], out[k + SCALE_SUFFIX] = q, s
+        elif dtype in ("fp16", "int8"):
+            out[k] = v.half()
+        else:
+            out[k] = v.float()
+    return out
+
+
+def decode_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in stored.items():
+        if k.endswith(SCALE_SUFFIX):
+            continue
+        if k.endswith(INT8_SUFFIX):
+            base = k[: -len(INT8_SUFFIX)]
+            out[base] = v.float() * stored[base + SCALE_SUFFIX].float()[:, None]
+        else:
+            out[k] = v.float() if v.is_floating_point() else v
+    return out
+
+
+def save_checkpoint(directory: str | os.PathLike, state: dict[str, torch.Tensor], config: dict,
+                    dtype: str = "fp32") -> Path:
+    """Write weights + config atomically into `directory` (replaced as a whole)."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
+    try:
+        save_file(encode_state(state, dtype), str(tmp / WEIGHTS_NAME), metadata={"dtype": dtype})
+        (tmp / CONFIG_NAME).write_text(json.dumps({**config, "dtype": dtype}, indent=2, sort_keys=True))
+        old = directory.with_name(directory.name + ".old")
+        if directory.exists():
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(directory, old)
+        os.replace(tmp, directory)
+        if old.exists():
+            shutil.rmtree(old)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return directory
+
+
+def resolve(source: str | os.PathLike) -> Path:
+    """A local checkpoint folder, or a Hub repo id downloaded once into the Hugging Face cache."""
+    p = Path(source)
+    if p.is_dir():
+        return p
+    s = str(source)
+    if s.count("/") == 1 and not s.startswith((".", "/")) and not p.exists():
+        from huggingface_hub import snapshot_download
+
+        log.info("downloading checkpoint %s from the Hugging Face Hub", s)
+        return Path(snapshot_download(repo_id=s, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "*.md", "*.csv"]))
+    raise FileNotFoundError(f"no checkpoint folder at {s}")
+
+
+def load_checkpoint(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    d = resolve(source)
+    config = json.loads((d / CONFIG_NAME).read_text())
+    return decode_state(load_file(str(d / WEIGHTS_NAME))), config

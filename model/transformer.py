@@ -1,0 +1,285 @@
+"""The main engine (seed 002): an x-transformers decoder over the 3-token note vocabulary.
+
+Training uses the stock x-transformers `TransformerWrapper` + `Decoder` (attn_flash=True: PyTorch
+SDPA, which runs FlashAttention kernels on CUDA).  Generation uses `FastDecoder`, a lean incremental
+forward over the same weights with a static KV cache (fewer Python operations per token, optional
+int8 dynamic quantization); `tests/model` checks that both give the same logits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from x_transformers import Decoder as XDecoder
+from x_transformers import TransformerWrapper
+
+from tokenizer import Score
+from tokenizer import vocab as V
+
+from . import checkpoint as ckpt
+from .engine import Engine, GenerationRequest, register
+from .sampling import SamplingParams, sample_scores
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TransformerConfig:
+    vocab_size: int = V.VOCAB_SIZE
+    dim: int = 512  # reference: 512
+    depth: int = 12  # reference: 12 layers
+    heads: int = 10  # reference: 10 heads
+    dim_head: int = 64
+    max_seq_len: int = 1024  # reference trained 512 (+1); longer is better
+    dropout: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TransformerConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def n_params(self) -> int:
+        inner = self.heads * self.dim_head
+        per_layer = 4 * self.dim * inner + 8 * self.dim * self.dim + 5 * self.dim + 2 * self.dim
+        return self.depth * per_layer + 2 * self.vocab_size * self.dim + self.dim
+
+
+PRESETS: dict[str, TransformerConfig] = {
+    "tiny": TransformerConfig(dim=64, depth=2, heads=2, dim_head=64, max_seq_len=96),
+    "cpu": TransformerConfig(dim=256, depth=12, heads=4, dim_head=64, max_seq_len=512),
+    "full": TransformerConfig(dim=512, depth=12, heads=10, dim_head=64, max_seq_len=1024),
+}
+
+
+def build_model(cfg: TransformerConfig) -> TransformerWrapper:
+    return TransformerWrapper(
+        num_tokens=cfg.vocab_size,
+        max_seq_len=cfg.max_seq_len,
+        use_abs_pos_emb=False,  # rotary: relative positions, so sliding windows stay in distribution
+        attn_layers=XDecoder(
+            dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, attn_dim_head=cfg.dim_head,
+            attn_flash=True, rotary_pos_emb=True, attn_dropout=cfg.dropout, ff_dropout=cfg.dropout,
+        ),
+    )
+
+
+def use_flash_attn_package() -> bool:
+    """True where the `flash-attn` package is importable and CUDA is present (informational:
+    x-transformers' attn_flash path runs PyTorch SDPA, which dispatches to FlashAttention-2 kernels
+    on CUDA either way)."""
+    if not torch.cuda.is_available():
+        return False
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ---- loss for the shared training loop ------------------------------------------------------
+_SLOT_OF_TOKEN = torch.tensor([V.token_slot(t) for t in range(V.VOCAB_SIZE)], dtype=torch.long)
+
+
+def lm_loss(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Next-token cross-entropy on windows (B, T+1); metrics summed (for exact averaging).
+
+    Returns (mean loss, sums) where sums has loss/correct/count overall and per slot."""
+    inp, tgt = batch[:, :-1], batch[:, 1:]
+    logits = model(inp)  # (B, T, V)
+    nll = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none")  # (B, T)
+    loss = nll.mean()
+    with torch.no_grad():
+        correct = (logits.argmax(-1) == tgt).float()
+        slot = _SLOT_OF_TOKEN.to(tgt.device)[tgt]
+        sums = {"nll": nll.detach().sum(), "correct": correct.sum(), "count": torch.tensor(float(tgt.numel()))}
+        for s, name in enumerate(V.SLOT_NAMES):
+            m = (slot == s).float()
+            sums[f"nll_{name}"] = (nll.detach() * m).sum()
+            sums[f"count_{name}"] = m.sum()
+    return loss, sums
+
+
+def summarize(sums: dict[str, float]) -> dict[str, float]:
+    """Loss, token accuracy, per-slot perplexity and bits per note from summed metrics."""
+    n = max(sums["count"], 1.0)
+    out = {"loss": sums["nll"] / n, "accuracy": sums["correct"] / n}
+    note_nll = 0.0
+    for name in V.SLOT_NAMES:
+        c = max(sums.get(f"count_{name}", 0.0), 1.0)
+        out[f"ppl_{name}"] = math.exp(min(sums.get(f"nll_{name}", 0.0) / c, 50.0))
+        note_nll += sums.get(f"nll_{name}", 0.0) / c
+    out["bits_per_note"] = note_nll / math.log(2)
+    return out
+
+
+# ---- fast incremental decoder ---------------------------------------------------------------
+class FastDecoder(nn.Module):
+    """Incremental forward over TransformerWrapper weights with a static KV cache.
+
+    cache k, v: (depth, B, heads, max_seq_len, dim_head), preallocated per batch size.
+    """
+
+    def __init__(self, cfg: TransformerConfig, state: dict[str, torch.Tensor], norm_offset: float = 0.0):
+        """norm_offset: x-transformers' LayerNorm multiplies by (gamma + 1) when unit_offset is on."""
+        super().__init__()
+        self.cfg = cfg
+        D, H, Dh = cfg.dim, cfg.heads, cfg.dim_head
+        inner = H * Dh
+        self.emb = nn.Embedding(cfg.vocab_size, D)
+        self.emb.weight.data.copy_(state["token_emb.emb.weight"])
+        self.qkv = nn.ModuleList()
+        self.out = nn.ModuleList()
+        self.ff1 = nn.ModuleList()
+        self.ff2 = nn.ModuleList()
+        g1, g2 = [], []
+        for i in range(cfg.depth):
+            a, f = f"attn_layers.layers.{2 * i}", f"attn_layers.layers.{2 * i + 1}"
+            qkv = nn.Linear(D, 3 * inner, bias=False)
+            qkv.weight.data.copy_(torch.cat([state[f"{a}.1.to_{n}.weight"] for n in "qkv"]))
+            out = nn.Linear(inner, D, bias=False)
+            out.weight.data.copy_(state[f"{a}.1.to_out.weight"])
+            ff1 = nn.Linear(D, 4 * D)
+            ff1.weight.data.copy_(state[f"{f}.1.ff.0.0.weight"])
+            ff1.bias.data.copy_(state[f"{f}.1.ff.0.0.bias"])
+            ff2 = nn.Linear(4 * D, D)
+            ff2.weight.data.copy_(state[f"{f}.1.ff.2.weight"])
+            ff2.bias.data.copy_(state[f"{f}.1.ff.2.bias"])
+            self.qkv.append(qkv), self.out.append(out), self.ff1.append(ff1), self.ff2.append(ff2)
+            g1.append(state[f"{a}.0.0.gamma"]), g2.append(state[f"{f}.0.0.gamma"])
+        self.register_buffer("g1", torch.stack(g1) + norm_offset)  # (depth, D)
+        self.register_buffer("g2", torch.stack(g2) + norm_offset)
+        self.register_buffer("gf", state["attn_layers.final_norm.gamma"] + norm_offset)
+        self.to_logits = nn.Linear(D, cfg.vocab_size, bias=False)
+        self.to_logits.weight.data.copy_(state["to_logits.weight"])
+        # rotary on the first dim_head // 2 dims of each head, interleaved pairs (x-transformers layout)
+        rot = Dh // 2
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
+        t = torch.arange(cfg.max_seq_len).float()
+        freqs = torch.repeat_interleave(torch.outer(t, inv_freq), 2, dim=-1)  # (T, rot)
+        self.register_buffer("cos", freqs.cos())
+        self.register_buffer("sin", freqs.sin())
+        self.rot = rot
+        self.k_cache: torch.Tensor | None = None
+        self.v_cache: torch.Tensor | None = None
+        self.pos = 0
+
+    @classmethod
+    def from_model(cls, cfg: TransformerConfig, model: TransformerWrapper) -> "FastDecoder":
+        offset = float(getattr(model.attn_layers.final_norm, "unit_offset", False))
+        return cls(cfg, model.state_dict(), norm_offset=offset)
+
+    def quantize(self) -> "FastDecoder":
+        """int8 dynamic quantization of the Linear layers (CPU)."""
+        return torch.ao.quantization.quantize_dynamic(self, {nn.Linear}, dtype=torch.qint8)
+
+    def _rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        # x: (B, H, T, Dh)
+        T = x.shape[2]
+        cos, sin = self.cos[start:start + T], self.sin[start:start + T]
+        xr, xp = x[..., : self.rot], x[..., self.rot:]
+        x2 = xr.unflatten(-1, (-1, 2))
+        rotated = torch.stack((-x2[..., 1], x2[..., 0]), dim=-1).flatten(-2)
+        return torch.cat((xr * cos + rotated * sin, xp), dim=-1)
+
+    def reset(self, batch: int) -> None:
+        c = self.cfg
+        shape = (c.depth, batch, c.heads, c.max_seq_len, c.dim_head)
+        if self.k_cache is None or self.k_cache.shape != shape:
+            dev = self.emb.weight.device
+            self.k_cache = torch.zeros(shape, device=dev)
+            self.v_cache = torch.zeros(shape, device=dev)
+        self.pos = 0
+
+    @torch.inference_mode()
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, T) appended at the cache position; returns logits of the last position (B, V)."""
+        c = self.cfg
+        B, T = tokens.shape
+        start = self.pos
+        if start + T > c.max_seq_len:
+            raise ValueError("KV cache is full; slide the window first")
+        x = self.emb(tokens)  # (B, T, D)
+        end = start + T
+        for i in range(c.depth):
+            h = F.layer_norm(x, (c.dim,)) * self.g1[i]
+            q, k, v = self.qkv[i](h).view(B, T, 3, c.heads, c.dim_head).permute(2, 0, 3, 1, 4)  # (B,H,T,Dh)
+            q, k = self._rope(q, start), self._rope(k, start)
+            self.k_cache[i, :, :, start:end] = k
+            self.v_cache[i, :, :, start:end] = v
+            kk, vv = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
+            if T == 1:
+                a = F.scaled_dot_product_attention(q, kk, vv)
+            elif start == 0:
+                a = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
+            else:
+                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
+                a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+            x = x + self.out[i](a.transpose(1, 2).reshape(B, T, -1))
+            h = F.layer_norm(x, (c.dim,)) * self.g2[i]
+            x = x + self.ff2[i](F.gelu(self.ff1[i](h)))
+        self.pos = end
+        x = F.layer_norm(x[:, -1], (c.dim,)) * self.gf
+        return self.to_logits(x)
+
+
+# ---- the engine -----------------------------------------------------------------------------
+DEFAULT_CHECKPOINT = ckpt.CHECKPOINT_ROOT / "transformer"
+
+
+class TransformerEngine(Engine):
+    name = "transformer"
+    description = ("12-layer autoregressive transformer over a 3-token note scheme (seed 002); "
+                   "instrument and drum controls always hold (grammar-constrained decoding).")
+    controls = frozenset({"groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed",
+                          "bpm", "style", "prompt"})
+    styles = V.STYLES
+
+    def __init__(self, source: str | Path = DEFAULT_CHECKPOINT, quantize: bool | None = None):
+        state, config = ckpt.load_checkpoint(source)
+        self.cfg = TransformerConfig.from_dict(config["model"])
+        self.meta = config.get("meta", {})
+        self.source = str(source)
+        self.model = build_model(self.cfg)
+        self.model.load_state_dict(state)
+        self.model.eval()
+        dec = FastDecoder.from_model(self.cfg, self.model).eval()
+        if quantize is None:
+            quantize = not torch.cuda.is_available()
+        self.decoder = dec.quantize() if quantize else dec
+        self.last_stats: dict = {}
+
+    def generate(self, request: GenerationRequest, progress: Callable[[float], None] | None = None) -> list[Score]:
+        req = request.validate()
+        params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed)
+        t0 = time.perf_counter()
+        scores, n_tokens = sample_scores(self.decoder, req, params, progress=progress)
+        dt = time.perf_counter() - t0
+        self.last_stats = {"seconds": dt, "tokens": n_tokens, "tokens_per_s": n_tokens / max(dt, 1e-9)}
+        return scores
+
+
+def _factory() -> Engine:
+    return TransformerEngine()
+
+
+register("transformer", _factory)
+
+
+def preset_names() -> list[str]:
+    return list(PRESETS)
+
+
+def config_dict(cfg: TransformerConfig) -> dict:
+    return asdict(cfg)
+
+
+__all__ = ["TransformerConfig", "PRESETS", "build_model", "FastDecoder", "TransformerEngine", "lm_loss",
+           "summarize"]

@@ -1,0 +1,1 @@
+"""Corpus building, datasets, the shared training loop, presets, Hub publishing."""

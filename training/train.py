@@ -1,0 +1,345 @@
+"""The one training loop, shared by every engine family.
+
+    python -m training.train --engine transformer --preset cpu --data data/corpus --out runs/transformer-cpu
+
+An engine plugs in through a `TrainTask` (model builder, loss, metric summary, datasets); the loop
+does the rest: Adam (2e-4 by reference), validation every 300 steps, a checkpoint every 1,000 steps
+when validation improved (atomic; `best/` and `last/` kept, `last/` with the optimizer state for
+--resume), metrics to CSV and a PNG plot, bf16 autocast on CUDA, DistributedDataParallel under
+torchrun (rank 0 writes) or --data-parallel (the reference's DataParallel), progress bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from model import checkpoint as ckpt
+
+log = logging.getLogger("training.train")
+
+
+@dataclass
+class TrainTask:
+    engine: str
+    config: object  # the model's config dataclass
+    build: Callable[[object], nn.Module]
+    loss: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict]]
+    summarize: Callable[[dict], dict]
+    train_set: Dataset  # must have set_epoch(epoch)
+    val_set: Dataset
+    state_for_checkpoint: Callable[[nn.Module], dict] = lambda m: m.state_dict()
+
+
+def transformer_task(args) -> TrainTask:
+    from model.transformer import PRESETS, TransformerConfig, build_model, lm_loss, summarize
+
+    from .data import FixedWindows, RandomWindows, load_tokens
+
+    cfg: TransformerConfig = PRESETS[args.preset]
+    if args.context:
+        cfg = replace(cfg, max_seq_len=args.context)
+    train = load_tokens(args.data, "train")
+    val = load_tokens(args.data, "validation")
+    return TrainTask(
+        engine="transformer", config=cfg, build=build_model, loss=lm_loss, summarize=summarize,
+        train_set=RandomWindows(train, cfg.max_seq_len + 1, seed=args.seed),
+        val_set=FixedWindows(val, cfg.max_seq_len + 1, max_windows=args.val_windows),
+    )
+
+
+TASKS: dict[str, Callable] = {"transformer": transformer_task}
+
+
+# ---- helpers --------------------------------------------------------------------------------
+def is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+def save_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    tensors, meta = {}, {}
+    for pid, st in opt.state_dict()["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                meta[f"{pid}.{k}"] = v
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata={"scalars": json.dumps(meta)})
+    os.replace(tmp, path)
+
+
+def load_optimizer(opt: torch.optim.Optimizer, path: Path) -> None:
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        scalars = json.loads(f.metadata().get("scalars", "{}"))
+    tensors = load_file(str(path))
+    sd = opt.state_dict()
+    state = {}
+    for key, v in list(tensors.items()) + list(scalars.items()):
+        pid, k = key.split(".", 1)
+        state.setdefault(int(pid), {})[k] = torch.tensor(v) if not torch.is_tensor(v) else v
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+def plot_metrics(csv_path: Path, png_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(csv.DictReader(csv_path.open()))
+    if not rows:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for split, style in (("train", "-"), ("validation", "o-")):
+        r = [x for x in rows if x["split"] == split]
+        if not r:
+            continue
+        steps = [int(x["step"]) for x in r]
+        axes[0].plot(steps, [float(x["loss"]) for x in r], style, label=split, markersize=3)
+        axes[1].plot(steps, [float(x["accuracy"]) for x in r], style, label=split, markersize=3)
+    axes[0].set_title("cross-entropy"), axes[1].set_title("token accuracy")
+    for a in axes:
+        a.set_xlabel("step"), a.legend(), a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, task: TrainTask, loader: DataLoader, device: torch.device, amp: bool) -> dict:
+    model.eval()
+    sums: dict[str, float] = {}
+    for batch in loader:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            _, s = task.loss(model, batch.to(device))
+        for k, v in s.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    if dist.is_initialized():
+        keys = sorted(sums)
+        t = torch.tensor([sums[k] for k in keys], device=device, dtype=torch.float64)
+        dist.all_reduce(t)
+        sums = dict(zip(keys, t.tolist()))
+    model.train()
+    return task.summarize(sums)
+
+
+# ---- the loop -------------------------------------------------------------------------------
+def train(args) -> dict:
+    ddp = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if ddp:
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+        local = int(os.environ["LOCAL_RANK"])
+        device = torch.device("cuda", local) if torch.cuda.is_available() else torch.device("cpu")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    else:
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    rank = dist.get_rank() if ddp else 0
+    world = dist.get_world_size() if ddp else 1
+    torch.manual_seed(args.seed + rank)
+    if device.type == "cpu" and args.threads:
+        torch.set_num_threads(args.threads)
+    amp = device.type == "cuda" and not args.no_amp
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+
+    task: TrainTask = TASKS[args.engine](args)
+    out = Path(args.out)
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+    model = task.build(task.config).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    step, epoch, best, tokens_seen, elapsed_before = 0, 0, math.inf, 0, 0.0
+    last_dir, best_dir = out / "last", out / "best"
+    if args.resume and (last_dir / ckpt.CONFIG_NAME).exists():
+        state, conf = ckpt.load_checkpoint(last_dir)
+        model.load_state_dict(state)
+        if (last_dir / "optimizer.safetensors").exists():
+            load_optimizer(opt, last_dir / "optimizer.safetensors")
+        for g in opt.param_groups:
+            g["lr"] = args.lr
+        t = conf["meta"]["train"]
+        step, epoch, best = t["step"], t["epoch"], t["best_val_loss"]
+        tokens_seen, elapsed_before = t.get("tokens_seen", 0), t.get("train_seconds", 0.0)
+        if is_main():
+            log.info("resumed from %s at step %d (best validation loss %.4f)", last_dir, step, best)
+    elif args.init and not args.resume:
+        state, _ = ckpt.load_checkpoint(args.init)
+        model.load_state_dict(state)
+    n_params = sum(p.numel() for p in model.parameters())
+    if ddp:
+        model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    elif args.data_parallel and torch.cuda.device_count() > 1:
+        model = nn.DataParallel(model)
+
+    sampler = DistributedSampler(task.train_set, num_replicas=world, rank=rank, shuffle=True, seed=args.seed) \
+        if ddp else None
+    per_rank_batch = max(1, args.batch // world)
+    train_loader = DataLoader(task.train_set, batch_size=per_rank_batch, shuffle=sampler is None,
+                              sampler=sampler, num_workers=args.workers, drop_last=True,
+                              generator=torch.Generator().manual_seed(args.seed + epoch))
+    val_sampler = DistributedSampler(task.val_set, num_replicas=world, rank=rank, shuffle=False) if ddp else None
+    val_loader = DataLoader(task.val_set, batch_size=per_rank_batch, sampler=val_sampler, num_workers=0)
+    csv_path = out / "metrics.csv"
+    fields = None
+
+    def write_row(row: dict) -> None:
+        nonlocal fields
+        if not is_main():
+            return
+        new = not csv_path.exists()
+        if fields is None:
+            fields = list(row)
+            if not new:
+                fields = next(csv.reader(csv_path.open()))
+        with csv_path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def save(directory: Path, val: dict, with_optimizer: bool) -> None:
+        if not is_main():
+            return
+        meta = {"train": {"step": step, "epoch": epoch, "best_val_loss": best, "tokens_seen": tokens_seen,
+                          "train_seconds": elapsed_before + (time.time() - t_start), "lr": args.lr,
+                          "batch": args.batch, "world_size": world, "data": str(args.data),
+                          "preset": getattr(args, "preset", None), "device": str(device), "amp": amp},
+                "validation": val, "n_params": n_params}
+        config = {"engine": task.engine, "model": asdict(task.config), "meta": meta}
+        ckpt.save_checkpoint(directory, task.state_for_checkpoint(unwrap(model)), config)
+        if with_optimizer:
+            save_optimizer(opt, directory / "optimizer.safetensors")
+
+    t_start = time.time()
+    deadline = t_start + args.minutes * 60 if args.minutes else math.inf
+    model.train()
+    sums: dict[str, float] = {}
+    pbar = tqdm(total=args.steps, initial=step, disable=not is_main() or args.quiet, desc=task.engine,
+                dynamic_ncols=True)
+    last_val: dict = {}
+    stop = False
+    while not stop:
+        task.train_set.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        for batch in train_loader:
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, s = task.loss(model, batch)
+            if isinstance(model, nn.DataParallel):
+                loss = loss.mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            opt.step()
+            step += 1
+            tokens_seen += batch.numel() * world
+            for k, v in s.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            pbar.update(1)
+            if step % args.log_every == 0:
+                m = task.summarize(sums)
+                sums = {}
+                pbar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.3f}")
+                write_row({"step": step, "split": "train", **m, "tokens_seen": tokens_seen,
+                           "elapsed_s": round(elapsed_before + time.time() - t_start, 1)})
+            final = step >= args.steps or time.time() >= deadline
+            if step % args.eval_every == 0 or final:
+                last_val = evaluate(model, task, val_loader, device, amp)
+                write_row({"step": step, "split": "validation", **last_val, "tokens_seen": tokens_seen,
+                           "elapsed_s": round(elapsed_before + time.time() - t_start, 1)})
+                if is_main():
+                    log.info("step %d validation loss %.4f accuracy %.4f", step, last_val["loss"],
+                             last_val["accuracy"])
+                improved = last_val["loss"] < best
+                if improved:
+                    best = last_val["loss"]
+                if improved and (step % args.ckpt_every == 0 or final or args.ckpt_every <= args.eval_every):
+                    save(best_dir, last_val, with_optimizer=False)
+            if step % args.ckpt_every == 0 or final:
+                save(last_dir, last_val, with_optimizer=True)
+                if is_main():
+                    plot_metrics(csv_path, out / "curves.png")
+            if final:
+                stop = True
+                break
+        else:
+            epoch += 1
+    pbar.close()
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    return {"step": step, "best_val_loss": best, "validation": last_val, "tokens_seen": tokens_seen}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--engine", default="transformer", choices=sorted(TASKS))
+    p.add_argument("--preset", default="cpu")
+    p.add_argument("--data", default="data/corpus", help="corpus folder (python -m training.corpus build)")
+    p.add_argument("--out", required=True, help="run folder: metrics.csv, curves.png, best/, last/")
+    p.add_argument("--steps", type=int, default=100_000)
+    p.add_argument("--minutes", type=float, default=0, help="stop (and checkpoint) after this many minutes")
+    p.add_argument("--batch", type=int, default=64, help="global batch size (split across ranks)")
+    p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0 = off)")
+    p.add_argument("--context", type=int, default=0, help="override the preset's context length")
+    p.add_argument("--eval-every", type=int, default=300)
+    p.add_argument("--ckpt-every", type=int, default=1000)
+    p.add_argument("--log-every", type=int, default=20)
+    p.add_argument("--val-windows", type=int, default=256)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--init", default=None, help="start from these weights (a checkpoint folder)")
+    p.add_argument("--data-parallel", action="store_true", help="torch.nn.DataParallel over local GPUs")
+    p.add_argument("--device", default=None)
+    p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        result = train(args)
+    except (FileNotFoundError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if is_main():
+        print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
