@@ -108,3 +108,38 @@ def load_checkpoint(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor],
     d = resolve(source)
     config = json.loads((d / CONFIG_NAME).read_text())
     return decode_state(load_file(str(d / WEIGHTS_NAME))), config
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str) -> Path:
+    """Re-store a checkpoint in another dtype (e.g. a training run's best/ as int8 for shipping)."""
+    state, config = load_checkpoint(src)
+    config = {k: v for k, v in config.items() if k != "dtype"}
+    return save_checkpoint(dst, state, config, dtype=dtype)
+
+
+def folder_bytes(directory: str | os.PathLike) -> int:
+    return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
+
+
+def main(argv=None) -> int:
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m model.checkpoint")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert", help="store a checkpoint as fp32, fp16 or int8 (per-channel scales)")
+    c.add_argument("src")
+    c.add_argument("dst")
+    c.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="int8")
+    args = p.parse_args(argv)
+    try:
+        out = convert(args.src, args.dst, args.dtype)
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"checkpoint": str(out), "dtype": args.dtype, "bytes": folder_bytes(out)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

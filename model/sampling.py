@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from tokenizer import Score, control_prefix, decode_notes, encode_notes
+from tokenizer.score import cut_at
 from tokenizer import vocab as V
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,12 @@ class Grammar:
     """Per-variant decoding state and the masks it implies."""
 
     def __init__(self, batch: int, allowed_groups: list[int], limit: int, start_time: int, force_at: int,
-                 already_played: set[int] = frozenset()):
+                 already_played: set[int] = frozenset(), max_notes: int = 10**9, min_time: int = 0):
         self.allowed = list(allowed_groups)
         self.limit = limit
         self.force_at = force_at
+        self.min_time = min_time  # a continuation starts at the prompt's end, not inside it
+        self.force_after_notes = max(1, max_notes // 2)  # also force once half the note budget is spent
         self.time = torch.full((batch,), start_time, dtype=torch.long)
         self.done = torch.zeros(batch, dtype=torch.bool)
         self.n_body = 0  # body tokens emitted so far (same for every variant)
@@ -114,15 +117,25 @@ class Grammar:
         """(B, V) bool: which tokens may come next."""
         B = self.time.shape[0]
         s = self.slot
+        missing = ~self.played[:, self.allowed]  # (B, n_allowed)
         if s == 0:
-            return SHIFT_MASK.expand(B, -1).clone()
+            m = SHIFT_MASK.expand(B, -1).clone()
+            # a variant may not end while a requested group is still unheard
+            ending = (self.time[:, None] + torch.arange(V.N_SHIFT)[None]) >= self.limit  # (B, N_SHIFT)
+            block = ending & missing.any(1, keepdim=True)
+            gap = (self.min_time - self.time).clamp(min=0)  # (B,)
+            early = torch.arange(V.N_SHIFT)[None] < gap.clamp(max=V.MAX_SHIFT)[:, None]
+            m[:, V.SHIFT_OFFSET:V.SHIFT_OFFSET + V.N_SHIFT] &= ~(block | early)
+            return m
         if s == 1:
             m = DURVEL_MASK.expand(B, -1).clone()
             m[:, V.DURVEL_REST] = self.last_shift == V.MAX_SHIFT
+            m[self.time < self.min_time] = False  # still before the prompt's end: a rest triple
+            m[self.time < self.min_time, V.DURVEL_REST] = True
             return m
         m = self.allowed_mask.expand(B, -1).clone()
-        missing = ~self.played[:, self.allowed]  # (B, n_allowed)
-        force = (self.time >= self.force_at) & missing.any(1) & ~self.rest
+        late = (self.time >= self.force_at) | (self.n_body // 3 >= self.force_after_notes)
+        force = late & missing.any(1) & ~self.rest
         for b in torch.nonzero(force).flatten().tolist():
             m[b] = group_mask([g for g, miss in zip(self.allowed, missing[b].tolist()) if miss])
         m[self.rest] = False
@@ -158,20 +171,24 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
     allowed = sorted(set(req.group_ids) | ({V.DRUM_GROUP} if req.drums else set()))
     if prompt is not None and len(prompt.notes):
         prompt_notes = prompt.notes
-        offset = prompt.length if prompt.length else prompt.n_bars * prompt.bar_steps
+        bar_steps, time_sig = prompt.bar_steps, prompt.time_signature
+        offset = prompt.length if prompt.length else prompt.n_bars * bar_steps
         body0 = encode_notes(prompt_notes)
         start_time = int(prompt_notes["onset"][-1])
         prefix_groups = sorted(set(allowed) | set(prompt.groups))
         drums_flag = req.drums or prompt.has_drums
         played = set(prompt.groups)
     else:
+        bar_steps, time_sig = V.STEPS_PER_BAR, (4, 4)
         prompt_notes, offset, body0, start_time = None, 0, np.zeros(0, np.int64), 0
         prefix_groups, drums_flag, played = allowed, req.drums, set()
     prefix = control_prefix([g for g in prefix_groups if g != V.DRUM_GROUP], drums_flag, req.style)
-    limit = offset + req.bars * V.STEPS_PER_BAR
-    force_at = offset + min(V.STEPS_PER_BAR, req.bars * V.STEPS_PER_BAR // 2)
-    grammar = Grammar(B, allowed, limit, start_time, force_at, already_played=played)
-    max_body = len(body0) + 3 * max_notes_per_bar * req.bars
+    limit = offset + req.bars * bar_steps
+    force_at = offset + min(bar_steps, req.bars * bar_steps // 2)
+    max_notes = max_notes_per_bar * req.bars
+    grammar = Grammar(B, allowed, limit, start_time, force_at, already_played=played, max_notes=max_notes,
+                      min_time=offset)
+    max_body = len(body0) + 3 * max_notes
 
     ctx = decoder.cfg.max_seq_len
     keep = max(3, (ctx - len(prefix)) // 2 // 3 * 3)  # body tokens kept when sliding (whole notes)
@@ -214,9 +231,8 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
         notes, _ = decode_notes(cont, start_step=start_time)
         if prompt_notes is not None:
             notes = np.concatenate([prompt_notes, notes])
-        notes = notes[notes["onset"] < limit]
-        notes["duration"] = np.minimum(notes["duration"], limit - notes["onset"])
-        scores.append(Score(notes, bpm=req.bpm, time_signature=(4, 4), style=req.style, length=limit))
+        notes = cut_at(notes, limit)
+        scores.append(Score(notes, bpm=req.bpm, time_signature=time_sig, style=req.style, length=limit))
     if progress is not None:
         progress(1.0)
     return scores, sampled

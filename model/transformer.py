@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -178,7 +179,9 @@ class FastDecoder(nn.Module):
 
     def quantize(self) -> "FastDecoder":
         """int8 dynamic quantization of the Linear layers (CPU)."""
-        return torch.ao.quantization.quantize_dynamic(self, {nn.Linear}, dtype=torch.qint8)
+        with warnings.catch_warnings():  # torch marks the quantized tensor API deprecated; it still runs
+            warnings.simplefilter("ignore")
+            return torch.ao.quantization.quantize_dynamic(self, {nn.Linear}, dtype=torch.qint8)
 
     def _rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
         # x: (B, H, T, Dh)

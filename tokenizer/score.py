@@ -82,9 +82,7 @@ class Score:
     def first_bars(self, n_bars: int) -> "Score":
         """The notes whose onset lies in the first n bars, cut at the bar line."""
         limit = n_bars * self.bar_steps
-        n = self.notes[self.notes["onset"] < limit].copy()
-        n["duration"] = np.minimum(n["duration"], limit - n["onset"])
-        return Score(n, self.bpm, self.time_signature, self.style, length=limit)
+        return Score(cut_at(self.notes, limit), self.bpm, self.time_signature, self.style, length=limit)
 
 
 def make_notes(onset, duration, velocity_level, group, pitch) -> np.ndarray:
@@ -92,6 +90,16 @@ def make_notes(onset, duration, velocity_level, group, pitch) -> np.ndarray:
     arr["onset"], arr["duration"], arr["velocity"] = onset, duration, velocity_level
     arr["group"], arr["pitch"] = group, pitch
     return arr
+
+
+def cut_at(notes: np.ndarray, limit: int) -> np.ndarray:
+    """Notes with onset before `limit`, each ending at `limit` at the latest (durations rounded down
+    to a level, so nothing rings past the cut)."""
+    n = notes[notes["onset"] < limit].copy()
+    levels = np.asarray(V.DURATION_LEVELS)
+    room = np.minimum(n["duration"], limit - n["onset"])
+    n["duration"] = levels[np.searchsorted(levels, room, side="right") - 1]
+    return n
 
 
 def normalize_notes(notes: np.ndarray) -> np.ndarray:

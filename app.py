@@ -1,0 +1,167 @@
+"""MIDI Bangers studio: the Gradio page (thin; the logic lives in render/studio.py).
+
+    python app.py            # serves on 0.0.0.0:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
+
+API: one named endpoint, /generate (gradio_client: Client(url).predict(..., api_name="/generate")), with
+inputs engine, groups (list), drums, bars, variants, temperature, top_p, top_k, seed ("" = random),
+bpm, style ("none" = no style), midi (a file or None), prompt_bars; outputs seed used, summary (Markdown),
+zip of everything, then per variant slot 1..8: piano-roll PNG, MP3, MIDI (None for unused slots).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home; works offline
+
+import gradio as gr  # noqa: E402
+
+from model.engine import (  # noqa: E402
+    ALL_CONTROLS,
+    MAX_BARS,
+    MAX_BPM,
+    MAX_TEMPERATURE,
+    MAX_TOP_K,
+    MAX_VARIANTS,
+    MIN_BPM,
+    MIN_TEMPERATURE,
+    engine_names,
+    get_engine,
+)
+from render import studio  # noqa: E402
+from tokenizer import vocab as V  # noqa: E402
+
+log = logging.getLogger("app")
+
+SLOTS = MAX_VARIANTS
+# System fonts only: the default theme would fetch Google Fonts, which an offline machine cannot.
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
+CSS = ".variant-slot {border-top: 1px solid #ddd; padding-top: 6px}"
+
+
+def engine_info(name: str) -> tuple[frozenset, tuple, str]:
+    """(controls, styles, note) for an engine; a broken engine gives no controls and a note saying why."""
+    try:
+        eng = get_engine(name)
+    except Exception as e:  # a missing or broken checkpoint must not take the page down
+        log.exception("engine %s unavailable", name)
+        return frozenset(), (), f"⚠️ engine `{name}` is not available: {e}"
+    missing = [c for c in ALL_CONTROLS if c not in eng.controls]
+    note = eng.description + (f"  \nNot supported by this engine (disabled): {', '.join(missing)}." if missing else "")
+    return eng.controls, tuple(eng.styles), note
+
+
+def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
+    store = store or studio.OutputStore()
+    cancel_flags = studio.CancelFlags()
+    names = engine_names()
+    controls, styles, note = engine_info(names[0])
+
+    with gr.Blocks(title="MIDI Bangers", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
+        gr.Markdown("# MIDI Bangers\nPick instruments, length and how adventurous; press **Generate**; "
+                    "listen, look, and download the MIDI you like.")
+        with gr.Row():
+            with gr.Column(scale=1, min_width=320):
+                engine = gr.Dropdown(names, value=names[0], label="Engine")
+                engine_note = gr.Markdown(note)
+                groups = gr.CheckboxGroup(list(V.PITCHED_GROUPS), value=["piano", "bass"], label="Instrument groups")
+                drums = gr.Checkbox(value=True, label="Drums")
+                with gr.Row():
+                    bars = gr.Slider(1, MAX_BARS, value=8, step=1, label="Length (bars)")
+                    variants = gr.Slider(1, MAX_VARIANTS, value=2, step=1, label="Variants")
+                temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
+                with gr.Row():
+                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p")
+                    top_k = gr.Number(value=0, minimum=0, maximum=MAX_TOP_K, precision=0, label="Top-k (0 = off)")
+                with gr.Row():
+                    seed = gr.Textbox(value="", label="Seed (blank = random)", max_lines=1)
+                    bpm = gr.Slider(MIN_BPM, MAX_BPM, value=120, step=1, label="BPM")
+                style = gr.Dropdown([studio.NO_STYLE, *styles], value=studio.NO_STYLE, label="Style",
+                                    visible=bool(styles) and "style" in controls)
+                with gr.Accordion("Continue an uploaded MIDI (optional)", open=False):
+                    midi = gr.File(label="MIDI file (.mid)", file_types=[".mid", ".midi"], type="filepath")
+                    prompt_bars = gr.Slider(1, MAX_BARS, value=4, step=1, label="Use the first N bars")
+                with gr.Row():
+                    go = gr.Button("Generate", variant="primary", elem_id="generate-btn")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop-btn")
+            with gr.Column(scale=2):
+                seed_used = gr.Textbox(label="Seed used", interactive=False, elem_id="seed-used")
+                summary = gr.Markdown(elem_id="summary")
+                zip_file = gr.File(label="Everything (zip of MIDI + MP3)", interactive=False, elem_id="zip")
+                slots = []
+                for i in range(1, SLOTS + 1):
+                    with gr.Group(elem_classes="variant-slot"):
+                        img = gr.Image(label=f"Variant {i}: piano roll", type="filepath", interactive=False,
+                                       visible=False, elem_id=f"roll-{i}")
+                        aud = gr.Audio(label=f"Variant {i}: MP3 preview", type="filepath", interactive=False,
+                                       visible=False, elem_id=f"audio-{i}")
+                        fil = gr.File(label=f"Variant {i}: MIDI", interactive=False, visible=False,
+                                      elem_id=f"midi-{i}")
+                    slots += [img, aud, fil]
+
+        per_control = {"groups": groups, "drums": drums, "bars": bars, "variants": variants,
+                       "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed, "bpm": bpm,
+                       "prompt": midi}
+
+        def on_engine(name: str):
+            ctl, sty, text = engine_info(name)
+            ups = [gr.update(interactive=c in ctl) for c in per_control]
+            sty_up = gr.update(choices=[studio.NO_STYLE, *sty], value=studio.NO_STYLE,
+                               visible=bool(sty) and "style" in ctl)
+            return [text, *ups, sty_up]
+
+        engine.change(on_engine, engine, [engine_note, *per_control.values(), style], api_visibility="private")
+
+        def run(engine_name, groups_v, drums_v, bars_v, variants_v, temp_v, top_p_v, top_k_v, seed_v, bpm_v,
+                style_v, midi_v, prompt_bars_v, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+            session = getattr(request, "session_hash", None) if request is not None else None
+            try:
+                result = studio.generate(engine_name, groups_v, drums_v, bars_v, variants_v, temp_v, top_p_v,
+                                         top_k_v, seed_v, bpm_v, style_v, midi_v, prompt_bars_v,
+                                         progress=lambda f, what: progress(f, desc=what), store=store,
+                                         cancelled=cancel_flags.start(session))
+            except studio.StudioError as e:
+                raise gr.Error(str(e), print_exception=False) from None
+            except studio.Cancelled:
+                raise gr.Error("stopped", print_exception=False) from None
+            except Exception as e:  # reported to the person, with the traceback in the server log
+                log.exception("generation failed")
+                raise gr.Error(f"generation failed: {type(e).__name__}: {e}") from None
+            for w in result.warnings:
+                gr.Warning(f"{w} (the MIDI is still available)")
+            out = [str(result.seed), result.summary, str(result.zip_path)]
+            for i in range(SLOTS):  # plain values (None for unused slots), so API clients get file paths
+                v = result.variants[i] if i < len(result.variants) else None
+                out += [str(v.png), str(v.mp3) if v.mp3 else None, str(v.midi)] if v else [None] * 3
+            return out
+
+        def show_slots(*values):
+            """Show the slots that got a file and hide the rest (a follow-up step, not part of the API)."""
+            return [gr.update(visible=v is not None) for v in values]
+
+        inputs = [engine, groups, drums, bars, variants, temperature, top_p, top_k, seed, bpm, style, midi,
+                  prompt_bars]
+        gen_event = go.click(run, inputs, [seed_used, summary, zip_file, *slots], api_name="generate",
+                             concurrency_limit=2, concurrency_id="generate")
+        gen_event.then(show_slots, slots, slots, api_visibility="private", queue=False)
+
+        def on_stop(request: gr.Request):
+            cancel_flags.stop(getattr(request, "session_hash", None) if request is not None else None)
+
+        stop.click(on_stop, None, None, cancels=[gen_event], api_visibility="private", queue=False)
+    demo.queue(default_concurrency_limit=2, max_size=64)
+    return demo
+
+
+def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **kwargs):
+    """Launch with the studio's settings (offline theme, upload limit, no SSR)."""
+    host = host or os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
+    port = port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    return demo.launch(server_name=host, server_port=port, theme=THEME, css=CSS, ssr_mode=False,
+                       max_file_size="16mb", show_error=True, **kwargs)
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(build_demo())

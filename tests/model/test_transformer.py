@@ -1,0 +1,168 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from x_transformers import AutoregressiveWrapper
+
+import tokenizer as T
+from model import checkpoint as ckpt
+from model.engine import GenerationRequest
+from model.sampling import top_k_filter, top_p_filter
+from model.transformer import PRESETS, FastDecoder, TransformerEngine, build_model
+from tokenizer import vocab as V
+
+
+def test_presets_match_reference():
+    full = PRESETS["full"]
+    assert (full.depth, full.dim, full.heads) == (12, 512, 10) and full.max_seq_len >= 512
+    assert PRESETS["cpu"].depth == 12
+
+
+def test_tiny_training_loss_falls(tiny_run):
+    rows = list(csv.DictReader((tiny_run / "metrics.csv").open()))
+    train = [float(r["loss"]) for r in rows if r["split"] == "train"]
+    assert len(train) >= 4 and train[-1] < train[0] - 0.5
+    assert (tiny_run / "curves.png").stat().st_size > 1000
+    assert (tiny_run / "best" / "model.safetensors").exists()
+    assert (tiny_run / "last" / "optimizer.safetensors").exists()
+    val = [r for r in rows if r["split"] == "validation"]
+    assert {"ppl_shift", "ppl_durvel", "ppl_grouppitch", "accuracy"} <= set(val[0])
+
+
+def test_resume_continues_from_last(tiny_run, tiny_corpus, tmp_path):
+    import shutil
+
+    from training.train import main
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    rc = main(["--preset", "tiny", "--data", str(tiny_corpus), "--out", str(run), "--steps", "70", "--batch", "8",
+               "--eval-every", "10", "--ckpt-every", "10", "--val-windows", "4", "--resume", "--quiet"])
+    assert rc == 0
+    conf = json.loads((run / "last" / "config.json").read_text())
+    assert conf["meta"]["train"]["step"] == 70
+
+
+def test_fast_decoder_matches_stock_logits(tiny_engine):
+    model = tiny_engine.model
+    x = torch.randint(V.SHIFT_OFFSET, V.VOCAB_SIZE, (2, 40))
+    ref = model(x)  # (2, 40, V), no cache
+    dec = tiny_engine.decoder
+    dec.reset(2)
+    out = [dec(x[:, :25])]
+    for i in range(25, 40):
+        out.append(dec(x[:, i:i + 1]))
+    assert torch.allclose(out[0], ref[:, 24], atol=1e-4)
+    assert torch.allclose(torch.stack(out[1:], 1), ref[:, 25:], atol=1e-4)
+
+
+def test_greedy_fast_path_equals_stock_generate(tiny_engine):
+    prompt = torch.tensor([T.control_prefix([0, 4], True)])
+    wrapper = AutoregressiveWrapper(tiny_engine.model).eval()
+    with torch.inference_mode():
+        stock = wrapper.generate(prompt, 40, temperature=0.0, cache_kv=True)[0]
+    dec = tiny_engine.decoder
+    dec.reset(1)
+    logits, toks = dec(prompt), []
+    for _ in range(40):
+        t = logits.argmax(-1)
+        toks.append(int(t))
+        logits = dec(t[:, None])
+    assert toks == stock.tolist()
+
+
+def test_int8_decoder_close_to_fp32(tiny_engine):
+    q = FastDecoder.from_model(tiny_engine.cfg, tiny_engine.model).quantize()
+    x = torch.randint(V.SHIFT_OFFSET, V.VOCAB_SIZE, (1, 30))
+    tiny_engine.decoder.reset(1), q.reset(1)
+    a, b = tiny_engine.decoder(x), q(x)
+    assert (a.softmax(-1) - b.softmax(-1)).abs().sum() < 0.2
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_controls_always_hold(tiny_engine, seed):
+    rng = np.random.default_rng(seed)
+    groups = tuple(rng.choice(V.PITCHED_GROUPS, size=int(rng.integers(1, 4)), replace=False))
+    drums = bool(seed % 2)
+    bars = int(rng.integers(1, 5))
+    req = GenerationRequest(groups=groups, drums=drums, bars=bars, variants=2, seed=seed, temperature=1.5)
+    for s in tiny_engine.generate(req):
+        played = {V.GROUPS[g] for g in s.groups}
+        assert played <= set(groups) | ({"drums"} if drums else set())
+        assert ("drums" in played) == drums
+        assert played >= set(groups)  # every requested group is heard
+        assert s.length == bars * V.STEPS_PER_BAR
+        if len(s.notes):
+            assert (s.notes["onset"] < s.length).all()
+            assert (s.notes["onset"] + s.notes["duration"] <= s.length).all()
+        back = T.load_midi(T.to_midi_bytes(s))
+        assert np.array_equal(back.notes, s.notes)
+
+
+def test_same_request_same_midi(tiny_engine):
+    req = GenerationRequest(groups=("piano", "bass"), drums=True, bars=4, variants=3, seed=42)
+    a = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+    b = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+    assert a == b
+    c = [T.to_midi_bytes(s) for s in tiny_engine.generate(GenerationRequest(groups=("piano", "bass"), drums=True,
+                                                                            bars=4, variants=3, seed=43))]
+    assert a != c
+
+
+def test_continuation_keeps_prompt(tiny_engine):
+    from tests.model.conftest import OPENMSX
+
+    prompt = T.load_midi(OPENMSX[0]).first_bars(2)
+    req = GenerationRequest(groups=("piano",), drums=True, bars=3, variants=2, seed=1, prompt=prompt)
+    for s in tiny_engine.generate(req):
+        head = s.notes[s.notes["onset"] < prompt.length]
+        assert np.array_equal(head, prompt.notes)
+        tail = s.notes[s.notes["onset"] >= prompt.length]
+        assert set(np.unique(tail["group"])) <= {V.GROUPS.index("piano"), V.DRUM_GROUP}
+        assert s.length == prompt.length + 3 * prompt.bar_steps and s.time_signature == prompt.time_signature
+
+
+def test_generation_beyond_context_slides(tiny_engine):
+    # the tiny context is 96 tokens (32 notes); 16 dense bars need far more
+    req = GenerationRequest(groups=("piano", "bass"), drums=True, bars=16, variants=1, seed=5, temperature=0.7)
+    (s,) = tiny_engine.generate(req)
+    assert tiny_engine.last_stats["tokens"] > tiny_engine.cfg.max_seq_len
+    assert s.length == 16 * V.STEPS_PER_BAR
+
+
+def test_invalid_requests_are_refused():
+    for bad in (dict(bars=0), dict(bars=65), dict(variants=9), dict(temperature=3.0), dict(groups=("kazoo",)),
+                dict(groups=(), drums=False), dict(bpm=10), dict(top_p=0.0), dict(style="polka")):
+        with pytest.raises(ValueError):
+            GenerationRequest(**bad).validate()
+
+
+def test_filters():
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    assert torch.isinf(top_k_filter(logits, 2)[0, 2:]).all() and not torch.isinf(top_k_filter(logits, 2)[0, :2]).any()
+    kept = ~torch.isinf(top_p_filter(logits, 0.5))
+    assert kept.tolist() == [[True, True, False, False]] or kept.tolist() == [[True, False, False, False]]
+    assert (~torch.isinf(top_p_filter(logits, 1.0))).all()
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16", "int8"])
+def test_checkpoint_round_trip(tiny_engine, tmp_path, dtype):
+    state = tiny_engine.model.state_dict()
+    cfg = {"engine": "transformer", "model": tiny_engine.cfg.__dict__, "meta": {}}
+    ckpt.save_checkpoint(tmp_path / "c", state, cfg, dtype=dtype)
+    back, conf = ckpt.load_checkpoint(tmp_path / "c")
+    assert conf["dtype"] == dtype and set(back) == set(state)
+    tol = {"fp32": 0, "fp16": 1e-2, "int8": 5e-2}[dtype]
+    for k in state:
+        assert torch.allclose(back[k].float(), state[k].float(), atol=tol), k
+    eng = TransformerEngine(tmp_path / "c", quantize=False)
+    assert eng.cfg == tiny_engine.cfg
+    assert not list(tmp_path.glob("*.tmp")) and not (tmp_path / "c.old").exists()
+
+
+def test_build_model_shapes():
+    m = build_model(PRESETS["tiny"])
+    x = torch.randint(0, V.VOCAB_SIZE, (3, 17))
+    assert m(x).shape == (3, 17, V.VOCAB_SIZE)
