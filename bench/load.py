@@ -13,8 +13,10 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import time
 
 
@@ -38,7 +40,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from gradio_client import Client
 
-    demo = store = None
+    demo = store = tmp_root = None
     url = args.url
     if url is None:
         import app
@@ -47,7 +49,8 @@ def main(argv=None) -> int:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        store = OutputStore()
+        tmp_root = tempfile.mkdtemp(prefix="bench-load-")
+        store = OutputStore(os.path.join(tmp_root, "midi-bangers"))
         demo = app.build_demo(store)
         app.serve(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
         url = f"http://127.0.0.1:{port}/"
@@ -89,6 +92,8 @@ def main(argv=None) -> int:
     finally:
         if demo is not None:
             demo.close()
+        if tmp_root is not None:
+            shutil.rmtree(tmp_root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from pathlib import Path
 from tokenizer import MidiError, load_midi, write_midi
 from tokenizer import vocab as V
 
-from .engine import MAX_BARS, GenerationRequest, engine_names, get_engine
+from .engine import MAX_BARS, GenerationRequest, get_engine
 
 
 class _Parser(argparse.ArgumentParser):

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from tokenizer import Score, control_prefix, decode_notes, encode_notes
-from tokenizer.score import cut_at
 from tokenizer import vocab as V
+from tokenizer.score import cut_at
 
 log = logging.getLogger(__name__)
 
