@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
@@ -258,13 +259,15 @@ class TransformerEngine(Engine):
             quantize = not torch.cuda.is_available()
         self.decoder = dec.quantize() if quantize else dec
         self.last_stats: dict = {}
+        self._lock = threading.Lock()  # one KV cache: one generation at a time
 
     def generate(self, request: GenerationRequest, progress: Callable[[float], None] | None = None) -> list[Score]:
         req = request.validate()
         params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed)
-        t0 = time.perf_counter()
-        scores, n_tokens = sample_scores(self.decoder, req, params, progress=progress)
-        dt = time.perf_counter() - t0
+        with self._lock:
+            t0 = time.perf_counter()
+            scores, n_tokens = sample_scores(self.decoder, req, params, progress=progress)
+            dt = time.perf_counter() - t0
         self.last_stats = {"seconds": dt, "tokens": n_tokens, "tokens_per_s": n_tokens / max(dt, 1e-9)}
         return scores
 

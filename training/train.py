@@ -148,6 +148,16 @@ def evaluate(model: nn.Module, task: TrainTask, loader: DataLoader, device: torc
     return task.summarize(sums)
 
 
+def lr_at(step: int, args) -> float:
+    """Constant (the reference), with optional linear warm-up and cosine decay to --min-lr."""
+    if args.warmup and step < args.warmup:
+        return args.lr * (step + 1) / args.warmup
+    if args.decay_steps:
+        t = min(1.0, (step - args.warmup) / max(1, args.decay_steps - args.warmup))
+        return args.min_lr + 0.5 * (args.lr - args.min_lr) * (1 + math.cos(math.pi * t))
+    return args.lr
+
+
 # ---- the loop -------------------------------------------------------------------------------
 def train(args) -> dict:
     ddp = "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -255,6 +265,9 @@ def train(args) -> dict:
                 loss, s = task.loss(model, batch)
             if isinstance(model, nn.DataParallel):
                 loss = loss.mean()
+            lr = lr_at(step, args)
+            for g in opt.param_groups:
+                g["lr"] = lr
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if args.clip:
@@ -269,7 +282,7 @@ def train(args) -> dict:
                 m = task.summarize(sums)
                 sums = {}
                 pbar.set_postfix(loss=f"{m['loss']:.3f}", acc=f"{m['accuracy']:.3f}")
-                write_row({"step": step, "split": "train", **m, "tokens_seen": tokens_seen,
+                write_row({"step": step, "split": "train", **m, "lr": lr, "tokens_seen": tokens_seen,
                            "elapsed_s": round(elapsed_before + time.time() - t_start, 1)})
             final = step >= args.steps or time.time() >= deadline
             if step % args.eval_every == 0 or final:
@@ -310,6 +323,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=0, help="stop (and checkpoint) after this many minutes")
     p.add_argument("--batch", type=int, default=64, help="global batch size (split across ranks)")
     p.add_argument("--lr", type=float, default=2e-4)
+    p.add_argument("--warmup", type=int, default=0, help="linear warm-up steps (0 = none)")
+    p.add_argument("--decay-steps", type=int, default=0, help="cosine decay to --min-lr over this many steps (0 = constant)")
+    p.add_argument("--min-lr", type=float, default=2e-5)
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0 = off)")
     p.add_argument("--context", type=int, default=0, help="override the preset's context length")
     p.add_argument("--eval-every", type=int, default=300)
