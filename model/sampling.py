@@ -199,8 +199,8 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
     n = body.shape[1]
 
     def prefill(n_body: int) -> torch.Tensor:
-        kept = min(n_body, keep if len(prefix) + n_body > ctx - 1 else n_body)
-        kept -= (n_body - kept) % 3 if kept < n_body else 0
+        kept = n_body if len(prefix) + n_body <= ctx - 1 else min(n_body, keep)
+        kept -= (3 - (n_body - kept) % 3) % 3  # the window's body starts at a note boundary
         window = torch.cat([prefix_t.expand(B, -1), buf[:, n_body - kept:n_body]], 1)
         decoder.reset(B)
         return decoder(window)

@@ -273,7 +273,12 @@ def iter_midi_dir(root: str, limit: int | None = None) -> Iterator[dict]:
             return
         rel = os.path.relpath(path, root)
         pid = f"midi:{tag}/{rel}"
-        yield dict(source="midi", id=pid, group=pid, path=path, style=None)
+        try:
+            st = os.stat(path)
+            key = f"{pid}|{path}|{st.st_size}|{st.st_mtime_ns}"
+        except OSError:
+            key = f"{pid}|{path}"
+        yield dict(source="midi", id=pid, group=pid, path=path, style=None, cache_key=key)
 
 
 def iter_items(midi_dirs=(), limit=None, default=True) -> Iterator[dict]:
@@ -408,8 +413,9 @@ def arrange_abc(item: dict, workdir: str) -> list[dict]:
     down = melody["onset"][vel == vel.max()] % bar_steps
     down = down[1:] if len(down) > 1 else down
     phase = int(np.bincount(down).argmax()) if len(down) else 0
+    # a groove bar may hold 2 or 4 tune bars (2/4, 3/8, 1/4), or a tune bar 2..4 groove bars (4/1, 6/2, 12/8)
     grooves = [g for g in groove_table() if g["compound"] == compound
-               and any(abs(g["qbar"] - q) < 1e-6 for q in (qt, 2 * qt, qt / 2))]
+               and any(abs(g["qbar"] - q) < 1e-6 for q in (qt, 2 * qt, 4 * qt, qt / 2, qt / 3, qt / 4))]
     if not grooves:
         raise Skip(f"abc: no groove for meter {num}/{den}")
     ks = full.key_signatures
@@ -646,6 +652,7 @@ SOURCE_VERSION = {"abc": "2"}
 
 
 def cache_path(out: Path, item_id: str) -> Path:
+    """Cache file of an item (its id, or its cache_key: MIDI files add path, size and mtime)."""
     v = SOURCE_VERSION.get(item_id.split(":", 1)[0], "")
     h = hashlib.sha1((f"{BUILDER_VERSION}|{item_id}" + (f"|{v}" if v else "")).encode()).hexdigest()
     return out / "cache" / h[:2] / f"{h}.npz"
@@ -673,7 +680,7 @@ def load_cache(path: Path) -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
 def _process_and_cache(args: tuple[dict, str]) -> tuple[str, int, int, float]:
     item, out = args
     res = process_item(item)
-    save_cache(cache_path(Path(out), item["id"]), res)
+    save_cache(cache_path(Path(out), item.get("cache_key", item["id"])), res)
     return item["source"], len(res["pieces"]), len(res["skipped"]), res["seconds"]
 
 
@@ -768,7 +775,7 @@ def build(out, midi_dirs=(), limit: int | None = None, workers: int | None = Non
     def todo() -> Iterator[tuple[dict, str]]:
         nonlocal n_cached
         for it in items:
-            if cache_path(out, it["id"]).exists():
+            if cache_path(out, it.get("cache_key", it["id"])).exists():
                 n_cached += 1
                 continue
             yield it, str(out)
@@ -812,7 +819,7 @@ def build(out, midi_dirs=(), limit: int | None = None, workers: int | None = Non
     chords = collections.Counter()
     for it in tqdm(iter_items(midi_dirs, limit, default), desc="assembling", unit="item", disable=not progress):
         n_items += 1
-        path = cache_path(out, it["id"])
+        path = cache_path(out, it.get("cache_key", it["id"]))
         if not path.exists():  # cannot happen unless the cache was deleted meanwhile
             skipped["missing from cache"] += 1
             continue
@@ -923,7 +930,8 @@ def main(argv=None) -> int:
     b = sub.add_parser("build", help="build or resume the corpus")
     b.add_argument("--out", required=True)
     b.add_argument("--midi-dir", action="append", default=[], help="a folder of MIDI files (repeatable)")
-    b.add_argument("--limit", type=int, default=None, help="items per source (quick builds)")
+    b.add_argument("--limit", type=int, default=None,
+                   help="quick builds: N items per source (per ABC collection, per --midi-dir)")
     b.add_argument("--workers", type=int, default=None)
     b.add_argument("--no-default", action="store_true", help="only the --midi-dir folders")
     b.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -128,3 +128,18 @@ def test_midi_dir_streams_and_skips_broken(tmp_path):
     for r in rows:
         toks = corpus.load_split(out, r["split"])[0]
         assert len(tokenizer.decode(corpus.piece_tokens(toks, r)).notes) == 40
+
+
+def test_midi_walk_is_lazy_and_edits_invalidate_the_cache(tmp_path):
+    import inspect
+
+    src = tmp_path / "m"
+    src.mkdir()
+    tokenizer.write_midi(_score(4), src / "x.mid")
+    walk = corpus._walk_midi(str(src))
+    assert inspect.isgenerator(walk) and list(walk) == [str(src / "x.mid")]
+    (item,) = corpus.iter_midi_dir(str(src))
+    key = item["cache_key"]
+    tokenizer.write_midi(tokenizer.Score(_score(5).notes[:10], bpm=90), src / "x.mid")
+    (item2,) = corpus.iter_midi_dir(str(src))
+    assert item2["id"] == item["id"] and item2["cache_key"] != key
