@@ -75,6 +75,17 @@ def summary(table: dict) -> dict[str, float]:
             for k in M.SCALAR_FEATURES}
 
 
+def group_summary(scores: list[Score]) -> dict[str, dict[str, float]]:
+    """Per pitched group: mean of each per-group metric over the pieces that use the group."""
+    acc: dict[str, dict[str, list[float]]] = {}
+    for s in scores:
+        for g, feats in M.group_features(s).items():
+            for k, v in feats.items():
+                acc.setdefault(g, {}).setdefault(k, []).append(v)
+    return {g: {k: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for k, v in d.items()}
+            | {"pieces": len(next(iter(d.values())))} for g, d in acc.items()}
+
+
 def mean_oa(cmp: dict) -> float:
     v = [cmp[k]["oa"] for k in M.SCALAR_FEATURES if np.isfinite(cmp[k]["oa"])]
     return float(np.mean(v)) if v else float("nan")
@@ -165,15 +176,17 @@ def run_engine(name: str, test_rows, n: int, seed: int, classifier, data, max_wi
     engine = get_engine(name)
     load_s = time.perf_counter() - t
     reqs = requests_for(engine, test_rows, n, seed, **overrides)
-    scores, gen_s = [], 0.0
+    scores, gen_s, tokens = [], 0.0, 0
     for i, req in enumerate(reqs):
         t = time.perf_counter()
         out = engine.generate(req)
         gen_s += time.perf_counter() - t
+        tokens += int((getattr(engine, "last_stats", None) or {}).get("tokens", 0))
         scores.append(out[0])
         log.info("%s: %d/%d generated", name, i + 1, n)
     res = {"name": name, "requests": reqs, "scores": scores, "load_seconds": load_s,
            "seconds_per_variant": gen_s / max(1, len(scores)),
+           "tokens_per_second": tokens / gen_s if tokens and gen_s > 0 else None,
            "adherence": adherence(reqs, scores, classifier), "description": engine.description}
     res["model"] = model_metrics(engine, data, max_windows, batch) if with_model_metrics else None
     return res
@@ -277,7 +290,7 @@ def _pct(v) -> str:
 
 
 def render_markdown(r: dict) -> str:
-    L = [f"# Evaluation report", "",
+    L = ["# Evaluation report", "",
          f"{r['generated_at']} · {r['machine']} · {r['pieces']} generated pieces per engine "
          f"(8 bars, seeds 0..{r['pieces'] - 1}) · {r['n_real']} real test excerpts (first 8 bars) · "
          f"{r['n_train']} real train excerpts (ceiling) · corpus `{r['data']}`", "",
@@ -325,6 +338,22 @@ def render_markdown(r: dict) -> str:
     for k in M.SCALAR_FEATURES:
         L.append(f"| {FEATURE_LABELS[k]} | " + " | ".join(_f(c[k].get("value_oa")) for c in cmps) + " |")
 
+    L += ["", "## Per instrument group (means over the pieces using the group; drums excluded)", "",
+          "Pitch-class entropy / scale consistency / pitch range / polyphony / notes per bar; n = pieces.", ""]
+    gsets = [("real test", r["real"]["groups"])] + [(e["name"], e["groups"]) for e in r["engines"]]
+    L.append("| group | " + " | ".join(n for n, _ in gsets) + " |")
+    L.append("|---|" + "---|" * len(gsets))
+    for g in V.PITCHED_GROUPS:
+        if not any(g in gs for _, gs in gsets):
+            continue
+        cells = []
+        for _, gs in gsets:
+            d = gs.get(g)
+            cells.append("—" if d is None else " / ".join(
+                _f(d[k], ".2f") for k in ("pitch_class_entropy", "scale_consistency", "pitch_range", "polyphony",
+                                          "note_density")) + f" (n={d['pieces']})")
+        L.append(f"| {g} | " + " | ".join(cells) + " |")
+
     L += ["", "## Model metrics (test split)", ""]
     any_model = False
     for e in r["engines"]:
@@ -349,8 +378,9 @@ def render_markdown(r: dict) -> str:
 
     L += ["## Engines", ""]
     for e in r["engines"]:
+        tps = f", {e['tokens_per_second']:.0f} tokens/s" if e.get("tokens_per_second") else ""
         L.append(f"- **{e['name']}**: {e['description']} Load {e['load_seconds']:.1f} s, "
-                 f"{e['seconds_per_variant']:.2f} s per 8-bar variant.")
+                 f"{e['seconds_per_variant']:.2f} s per 8-bar variant{tps} (one variant per call).")
     L += ["", "## Plots", ""]
     for p in r["plots"]:
         L.append(f"![{p}]({p})")
@@ -405,7 +435,8 @@ def build_report(args) -> dict:
         e = run_engine(name, [r for r, _ in real], args.pieces, args.seed, clf, args.data, args.model_windows,
                        args.batch, with_model_metrics=not args.no_model_metrics)
         t = feature_table(e["scores"])
-        e.update({"table": t, "summary": summary(t), "compare": compare_tables(real_t, t)})
+        e.update({"table": t, "summary": summary(t), "compare": compare_tables(real_t, t),
+                  "groups": group_summary(e["scores"])})
         engines.append(e)
 
     sets = {"real test": real_t, "real train": train_t}
@@ -425,7 +456,7 @@ def build_report(args) -> dict:
     report = {
         "generated_at": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "data": str(args.data),
         "pieces": args.pieces, "n_real": len(real), "n_train": len(train),
-        "real": {"summary": summary(real_t)},
+        "real": {"summary": summary(real_t), "groups": group_summary([s for _, s in real])},
         "train": {"summary": summary(train_t), "compare": compare_tables(real_t, train_t)},
         "engines": [{k: v for k, v in e.items() if k not in ("table",)} for e in engines],
         "classifier": {"source": clf_src, "config": clf.config, "real_test_accuracy": acc["accuracy"],
