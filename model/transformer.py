@@ -144,8 +144,10 @@ class FastDecoder(nn.Module):
         g1, g2 = [], []
         for i in range(cfg.depth):
             a, f = f"attn_layers.layers.{2 * i}", f"attn_layers.layers.{2 * i + 1}"
-            qkv = nn.Linear(D, 3 * inner, bias=False)
-            qkv.weight.data.copy_(torch.cat([state[f"{a}.1.to_{n}.weight"] for n in "qkv"]))
+            # q, k, v and the rotated-half q, k in one matmul: rope becomes two multiplies and an add
+            wq, wk, wv = (state[f"{a}.1.to_{n}.weight"] for n in "qkv")
+            qkv = nn.Linear(D, 5 * inner, bias=False)
+            qkv.weight.data.copy_(torch.cat([wq, wk, wv, self._rotate_rows(wq, H, Dh), self._rotate_rows(wk, H, Dh)]))
             out = nn.Linear(inner, D, bias=False)
             out.weight.data.copy_(state[f"{a}.1.to_out.weight"])
             ff1 = nn.Linear(D, 4 * D)
@@ -166,9 +168,9 @@ class FastDecoder(nn.Module):
         inv_freq = 1.0 / (10000 ** (torch.arange(0, rot, 2).float() / rot))
         t = torch.arange(cfg.max_seq_len).float()
         freqs = torch.repeat_interleave(torch.outer(t, inv_freq), 2, dim=-1)  # (T, rot)
-        self.register_buffer("cos", freqs.cos())
-        self.register_buffer("sin", freqs.sin())
-        self.rot = rot
+        pad = Dh - rot  # dims past the rotary ones pass through: cos 1, sin 0
+        self.register_buffer("cos", torch.cat([freqs.cos(), torch.ones(len(t), pad)], -1)[:, None, None])  # (T,1,1,Dh)
+        self.register_buffer("sin", torch.cat([freqs.sin(), torch.zeros(len(t), pad)], -1)[:, None, None])
         self.k_cache: torch.Tensor | None = None
         self.v_cache: torch.Tensor | None = None
         self.pos = 0
@@ -184,14 +186,16 @@ class FastDecoder(nn.Module):
             warnings.simplefilter("ignore")
             return torch.ao.quantization.quantize_dynamic(self, {nn.Linear}, dtype=torch.qint8)
 
-    def _rope(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        # x: (B, H, T, Dh)
-        T = x.shape[2]
-        cos, sin = self.cos[start:start + T], self.sin[start:start + T]
-        xr, xp = x[..., : self.rot], x[..., self.rot:]
-        x2 = xr.unflatten(-1, (-1, 2))
-        rotated = torch.stack((-x2[..., 1], x2[..., 0]), dim=-1).flatten(-2)
-        return torch.cat((xr * cos + rotated * sin, xp), dim=-1)
+    @staticmethod
+    def _rotate_rows(w: torch.Tensor, heads: int, dim_head: int) -> torch.Tensor:
+        """Rows of W such that (W' h) = rotate_half(W h) on each head's rotary dims, 0 elsewhere.
+        x-transformers pairs dims (2i, 2i+1): rotate_half gives (-x[2i+1], x[2i])."""
+        rot = dim_head // 2
+        w = w.view(heads, dim_head, -1)
+        out = torch.zeros_like(w)
+        out[:, 0:rot:2] = -w[:, 1:rot:2]
+        out[:, 1:rot:2] = w[:, 0:rot:2]
+        return out.reshape(heads * dim_head, -1)
 
     def reset(self, batch: int) -> None:
         c = self.cfg
@@ -212,10 +216,13 @@ class FastDecoder(nn.Module):
             raise ValueError("KV cache is full; slide the window first")
         x = self.emb(tokens)  # (B, T, D)
         end = start + T
+        cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, 1, Dh)
         for i in range(c.depth):
             h = F.layer_norm(x, (c.dim,)) * self.g1[i]
-            q, k, v = self.qkv[i](h).view(B, T, 3, c.heads, c.dim_head).permute(2, 0, 3, 1, 4)  # (B,H,T,Dh)
-            q, k = self._rope(q, start), self._rope(k, start)
+            y = self.qkv[i](h).view(B, T, 5, c.heads, c.dim_head)  # q, k, v, rot(q), rot(k)
+            qk = y[:, :, :2] * cos + y[:, :, 3:] * sin  # rotary: (B, T, 2, H, Dh)
+            q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh)
+            v = y[:, :, 2].transpose(1, 2)
             self.k_cache[i, :, :, start:end] = k
             self.v_cache[i, :, :, start:end] = v
             kk, vv = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
