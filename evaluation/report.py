@@ -298,6 +298,7 @@ def render_markdown(r: dict) -> str:
          "one). OA = overlapped area of the intra-set distance distribution of the real test excerpts and the "
          "inter-set distances of a set against them (Yang & Lerch 2018), mean over the scalar features; "
          "1.0 = indistinguishable. KL = KL(intra || inter), nats. The train-split row is the ceiling.", "",
+         *[f"- engine `{n}` not evaluated: {why}" for n, why in r.get("unavailable", {}).items()],
          "## Summary", ""]
     feats = M.SCALAR_FEATURES
     head = (["set"] + [SHORT[k] for k in feats] + ["OA", "KL", "in groups", "drums iff", "bars exact", "style",
@@ -429,9 +430,18 @@ def build_report(args) -> dict:
     yr = np.array([V.STYLES.index(r["style"]) for r, _ in real], np.int64)
     acc = S.accuracy_report(clf, Xr, yr)
 
-    engines = []
+    engines, unavailable = [], {}
     for name in names:
         log.info("engine %s", name)
+        if args.engines == "all":  # with "all", an engine whose checkpoint is missing is listed, not fatal
+            from model.engine import get_engine
+
+            try:
+                get_engine(name)
+            except (FileNotFoundError, OSError, ValueError) as err:
+                log.warning("engine %s unavailable: %s", name, err)
+                unavailable[name] = str(err)
+                continue
         e = run_engine(name, [r for r, _ in real], args.pieces, args.seed, clf, args.data, args.model_windows,
                        args.batch, with_model_metrics=not args.no_model_metrics)
         t = feature_table(e["scores"])
@@ -459,6 +469,7 @@ def build_report(args) -> dict:
         "real": {"summary": summary(real_t), "groups": group_summary([s for _, s in real])},
         "train": {"summary": summary(train_t), "compare": compare_tables(real_t, train_t)},
         "engines": [{k: v for k, v in e.items() if k not in ("table",)} for e in engines],
+        "unavailable": unavailable,
         "classifier": {"source": clf_src, "config": clf.config, "real_test_accuracy": acc["accuracy"],
                        "real_test_balanced_accuracy": acc["balanced_accuracy"], "real_test_n": acc["n"],
                        "per_style": acc["per_style"]},

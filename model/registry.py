@@ -1,3 +1,5 @@
 """Imports each engine family's module; each registers its engines with model.engine.register."""
 
-from . import transformer  # noqa: F401
+# isort: off
+from . import transformer  # noqa: F401  (first: the default engine of the page and the CLI)
+from . import recurrent  # noqa: F401

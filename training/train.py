@@ -68,6 +68,16 @@ def transformer_task(args) -> TrainTask:
 TASKS: dict[str, Callable] = {"transformer": transformer_task}
 
 
+def _register_engine_tasks() -> None:
+    """Other engine families provide their tasks as TRAIN_TASKS in their model module."""
+    from model import recurrent
+
+    TASKS.update(recurrent.TRAIN_TASKS)
+
+
+_register_engine_tasks()
+
+
 # ---- helpers --------------------------------------------------------------------------------
 def is_main() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
