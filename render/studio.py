@@ -285,7 +285,10 @@ def generate(engine: str, groups: Any, drums: Any, bars: Any, variants: Any, tem
 
     report(0.0, "generating")
     with _engine_lock(eng.name):  # an engine instance keeps decoding state: one generation at a time
-        scores = eng.generate(request, progress=lambda f: report(0.85 * float(f), "generating"))
+        try:
+            scores = eng.generate(request, progress=lambda f: report(0.85 * float(f), "generating"))
+        except ValueError as e:  # a request this engine cannot serve (e.g. drums alone for a melody engine)
+            raise StudioError(str(e)) from None
         stats = dict(getattr(eng, "last_stats", {}) or {})
     out = store.new_dir()
     result_variants: list[Variant] = []

@@ -76,3 +76,11 @@ def test_progress_and_stop(checkpoint_root, tmp_path):
     # the engine is free again after a stop
     assert studio.generate("transformer", ["piano"], False, 1, 1, 1.0, 0.95, 0, "4", 120,
                            store=studio.OutputStore(tmp_path)).variants
+
+
+def test_request_an_engine_cannot_serve_is_a_clear_message():
+    from render import studio
+
+    with pytest.raises(studio.StudioError, match="choose an instrument group"):
+        studio.generate("lstm", [], True, 2, 1, 1.0, 0.95, 0, "3", 110, "none", None, 4,
+                        store=studio.OutputStore())
