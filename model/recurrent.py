@@ -580,11 +580,8 @@ def _resolve_source(name: str, source) -> Path | str:
     return source
 
 
-class TokenRNNEngine(Engine):
-    """gru / lstm: one pitched part, written as the first requested instrument group."""
-
-    controls = frozenset({"groups", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm"})
-    styles = ()
+class _RecurrentEngine(Engine):
+    """Loads the engine's checkpoint (shipped, or a folder / Hub repo id); one generation at a time."""
 
     def __init__(self, source: str | Path | None = None):
         source = _resolve_source(self.name, source)
@@ -594,6 +591,14 @@ class TokenRNNEngine(Engine):
         self.source = str(source)
         self.last_stats: dict = {}
         self._lock = threading.Lock()
+
+
+class TokenRNNEngine(_RecurrentEngine):
+    """gru / lstm: one pitched part, written as the first requested instrument group."""
+
+    controls = frozenset({"groups", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm"})
+    styles = ()
+
 
     def _mask(self, n: int) -> torch.Tensor:
         """(V,) bool: tokens allowed at the n-th sampled position."""
@@ -668,7 +673,7 @@ class LSTMEngine(TokenRNNEngine):
                    "instrument chosen); no drums.")
 
 
-class MultiRNNEngine(Engine):
+class MultiRNNEngine(_RecurrentEngine):
     name = "multi-rnn"
     description = ("Multi-instrument RNN (seed 001): 5x128 pianoroll frames flattened to 640, the next frame "
                    "from the previous 32, a fixed number of notes sampled per instrument and frame.  The "
@@ -677,14 +682,6 @@ class MultiRNNEngine(Engine):
     controls = frozenset({"groups", "drums", "bars", "variants", "temperature", "seed", "bpm"})
     styles = ()
 
-    def __init__(self, source: str | Path | None = None):
-        source = _resolve_source(self.name, source)
-        self.model, self.cfg, config = load_model(source)
-        _check_engine(config, self.name, source)
-        self.meta = config.get("meta", {})
-        self.source = str(source)
-        self.last_stats: dict = {}
-        self._lock = threading.Lock()
 
     @torch.no_grad()
     def sample_frames(self, n_variants: int, n_frames: int, tracks: dict[int, int], temperature: float, seed: int,
