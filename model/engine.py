@@ -93,6 +93,14 @@ class Engine:
     def supports(self, control: str) -> bool:
         return control in self.controls
 
+    def restrict(self, request: GenerationRequest) -> GenerationRequest:
+        """The request as this engine will serve it: controls it lacks are reset (no style, no drums),
+        a prompt it cannot continue is refused.  Call before validate(); the page and the CLI both do."""
+        if request.prompt is not None and not self.supports("prompt"):
+            raise ValueError(f"engine {self.name} cannot continue an uploaded MIDI")
+        return replace(request, style=request.style if self.supports("style") else None,
+                       drums=request.drums and self.supports("drums"))
+
 
 # ---- registry -------------------------------------------------------------------------------
 _FACTORIES: dict[str, Callable[[], Engine]] = {}

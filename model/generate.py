@@ -70,10 +70,10 @@ def main(argv=None) -> int:
             groups=tuple(g for g in args.instruments.split(",") if g.strip()), drums=args.drums, bars=args.bars,
             variants=args.variants, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed=seed, bpm=args.bpm, style=args.style, prompt=prompt,
-        ).validate()
-        unsupported = [c for c in ("style", "prompt") if getattr(req, c) is not None and not engine.supports(c)]
-        if unsupported:
-            raise ValueError(f"engine {args.engine} does not support: {', '.join(unsupported)}")
+        )
+        if args.style is not None and not engine.supports("style"):
+            raise ValueError(f"engine {args.engine} has no styles")
+        req = engine.restrict(req).validate()
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()

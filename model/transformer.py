@@ -13,7 +13,7 @@ import math
 import threading
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
 
@@ -71,19 +71,6 @@ def build_model(cfg: TransformerConfig) -> TransformerWrapper:
             attn_flash=True, rotary_pos_emb=True, attn_dropout=cfg.dropout, ff_dropout=cfg.dropout,
         ),
     )
-
-
-def use_flash_attn_package() -> bool:
-    """True where the `flash-attn` package is importable and CUDA is present (informational:
-    x-transformers' attn_flash path runs PyTorch SDPA, which dispatches to FlashAttention-2 kernels
-    on CUDA either way)."""
-    if not torch.cuda.is_available():
-        return False
-    try:
-        import flash_attn  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 # ---- loss for the shared training loop ------------------------------------------------------
@@ -284,14 +271,6 @@ def _factory() -> Engine:
 
 
 register("transformer", _factory)
-
-
-def preset_names() -> list[str]:
-    return list(PRESETS)
-
-
-def config_dict(cfg: TransformerConfig) -> dict:
-    return asdict(cfg)
 
 
 __all__ = ["TransformerConfig", "PRESETS", "build_model", "FastDecoder", "TransformerEngine", "lm_loss",

@@ -167,14 +167,14 @@ def build_request(engine_name: str, groups: Any, drums: Any, bars: Any, variants
         top_k=as_int(0 if top_k in (None, "") else top_k, "top-k", 0, MAX_TOP_K),
         seed=seed_value,
         bpm=as_float(bpm, "BPM", MIN_BPM, MAX_BPM),
-        style=style_name if "style" in ctl else None,
+        style=style_name,
     )
     if midi:
         if "prompt" not in ctl:
             raise StudioError(f"engine {engine_name!r} cannot continue an uploaded MIDI")
         kwargs["prompt"] = load_prompt(midi, prompt_bars)
     try:
-        request = GenerationRequest(**kwargs).validate()
+        request = engine.restrict(GenerationRequest(**kwargs)).validate()
     except ValueError as e:
         raise StudioError(str(e)) from None
     return engine, request, was_random

@@ -81,6 +81,13 @@ def test_progress_and_stop(checkpoint_root, tmp_path):
 def test_request_an_engine_cannot_serve_is_a_clear_message():
     from render import studio
 
-    with pytest.raises(studio.StudioError, match="choose an instrument group"):
+    with pytest.raises(studio.StudioError, match="instrument group"):
         studio.generate("lstm", [], True, 2, 1, 1.0, 0.95, 0, "3", 110, "none", None, 4,
                         store=studio.OutputStore())
+
+
+def test_controls_an_engine_lacks_are_reset_not_reported():
+    from render import studio
+
+    eng, req, _ = studio.build_request("gru", ["piano"], True, 2, 1, 1.0, 0.95, 0, "3", 110, "rock", None, 4)
+    assert "drums" not in eng.controls and req.drums is False and req.style is None
