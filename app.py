@@ -4,7 +4,9 @@
 
 API: one named endpoint, /generate (gradio_client: Client(url).predict(..., api_name="/generate")), with
 inputs engine, groups (list), drums, bars, variants, temperature, top_p, top_k, seed ("" = random),
-bpm, style ("none" = no style), midi (a file or None), prompt_bars; outputs seed used, summary (Markdown),
+bpm, style ("none" = no style), midi (a file or None), prompt_bars, then the engine options noise_sd,
+alpha, reference ("none" or a built-in reference name), reference_midi (a file or None), used only by
+engines that have them (vae-nn); outputs seed used, summary (Markdown),
 zip of everything, then per variant slot 1..8: piano-roll PNG, MP3, MIDI (None for unused slots).
 """
 
@@ -21,6 +23,7 @@ from model.engine import (  # noqa: E402
     ALL_CONTROLS,
     MAX_BARS,
     MAX_BPM,
+    MAX_NOISE_SD,
     MAX_TEMPERATURE,
     MAX_TOP_K,
     MAX_VARIANTS,
@@ -40,23 +43,28 @@ THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_m
 CSS = ".variant-slot {border-top: 1px solid #ddd; padding-top: 6px}"
 
 
-def engine_info(name: str) -> tuple[frozenset, tuple, str]:
-    """(controls, styles, note) for an engine; a broken engine gives no controls and a note saying why."""
+OPTION_CONTROLS = ("noise_sd", "alpha", "reference")  # engine options, shown only for engines that have them
+
+
+def engine_info(name: str) -> tuple[frozenset, tuple, tuple, str]:
+    """(controls, styles, references, note) for an engine; a broken engine gives no controls and a note
+    saying why."""
     try:
         eng = get_engine(name)
     except Exception as e:  # a missing or broken checkpoint must not take the page down
         log.exception("engine %s unavailable", name)
-        return frozenset(), (), f"⚠️ engine `{name}` is not available: {e}"
-    missing = [c for c in ALL_CONTROLS if c not in eng.controls]
+        return frozenset(), (), (), f"⚠️ engine `{name}` is not available: {e}"
+    missing = [c for c in ALL_CONTROLS if c not in eng.controls and c not in OPTION_CONTROLS]
     note = eng.description + (f"  \nNot supported by this engine (disabled): {', '.join(missing)}." if missing else "")
-    return eng.controls, tuple(eng.styles), note
+    return eng.controls, tuple(eng.styles), tuple(getattr(eng, "references", ())), note
 
 
 def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
     store = store or studio.OutputStore()
     cancel_flags = studio.CancelFlags()
     names = engine_names()
-    controls, styles, note = engine_info(names[0])
+    controls, styles, references, note = engine_info(names[0])
+    has_options = any(c in controls for c in OPTION_CONTROLS)
 
     with gr.Blocks(title="MIDI Bangers", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         gr.Markdown("# MIDI Bangers\nPick instruments, length and how adventurous; press **Generate**; "
@@ -79,9 +87,22 @@ def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
                     bpm = gr.Slider(MIN_BPM, MAX_BPM, value=120, step=1, label="BPM")
                 style = gr.Dropdown([studio.NO_STYLE, *styles], value=studio.NO_STYLE, label="Style",
                                     visible=bool(styles) and "style" in controls)
-                with gr.Accordion("Continue an uploaded MIDI (optional)", open=False):
+                with gr.Accordion("Upload a MIDI (optional): the transformer continues it, style-vae restyles "
+                                  "it, vae-nn and cnn start from it", open=False):
                     midi = gr.File(label="MIDI file (.mid)", file_types=[".mid", ".midi"], type="filepath")
                     prompt_bars = gr.Slider(1, MAX_BARS, value=4, step=1, label="Use the first N bars")
+                with gr.Accordion("Engine options: variation and reference song", open=True,
+                                  visible=has_options) as options_box:
+                    noise_sd = gr.Slider(0.0, MAX_NOISE_SD, value=0.75, step=0.05, label="Noise (latent sd)",
+                                         interactive="noise_sd" in controls)
+                    alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Pull towards the reference (alpha)",
+                                      interactive="alpha" in controls)
+                    reference = gr.Dropdown([studio.NO_REFERENCE, *references], value=studio.NO_REFERENCE,
+                                            label="Reference song", interactive="reference" in controls,
+                                            allow_custom_value=True)  # names are checked by the studio
+                    reference_midi = gr.File(label="…or a reference MIDI of your own (.mid)",
+                                             file_types=[".mid", ".midi"], type="filepath",
+                                             interactive="reference" in controls)
                 with gr.Row():
                     go = gr.Button("Generate", variant="primary", elem_id="generate-btn")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop-btn")
@@ -104,21 +125,30 @@ def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
                        "temperature": temperature, "top_p": top_p, "top_k": top_k, "seed": seed, "bpm": bpm,
                        "prompt": midi}
 
+        options = {"noise_sd": noise_sd, "alpha": alpha}
+
         def on_engine(name: str):
-            ctl, sty, text = engine_info(name)
+            ctl, sty, refs, text = engine_info(name)
             ups = [gr.update(interactive=c in ctl) for c in per_control]
             sty_up = gr.update(choices=[studio.NO_STYLE, *sty], value=studio.NO_STYLE,
                                visible=bool(sty) and "style" in ctl)
-            return [text, *ups, sty_up]
+            opt_ups = [gr.update(interactive=c in ctl) for c in options]
+            ref_up = gr.update(choices=[studio.NO_REFERENCE, *refs], value=studio.NO_REFERENCE,
+                               interactive="reference" in ctl)
+            box_up = gr.update(visible=any(c in ctl for c in OPTION_CONTROLS))
+            return [text, *ups, sty_up, *opt_ups, ref_up, gr.update(interactive="reference" in ctl), box_up]
 
-        engine.change(on_engine, engine, [engine_note, *per_control.values(), style], api_visibility="private")
+        engine.change(on_engine, engine, [engine_note, *per_control.values(), style, *options.values(), reference,
+                                          reference_midi, options_box], api_visibility="private")
 
         def run(engine_name, groups_v, drums_v, bars_v, variants_v, temp_v, top_p_v, top_k_v, seed_v, bpm_v,
-                style_v, midi_v, prompt_bars_v, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+                style_v, midi_v, prompt_bars_v, noise_v=None, alpha_v=None, reference_v=None, reference_midi_v=None,
+                request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
             session = getattr(request, "session_hash", None) if request is not None else None
             try:
                 result = studio.generate(engine_name, groups_v, drums_v, bars_v, variants_v, temp_v, top_p_v,
-                                         top_k_v, seed_v, bpm_v, style_v, midi_v, prompt_bars_v,
+                                         top_k_v, seed_v, bpm_v, style_v, midi_v, prompt_bars_v, noise_v, alpha_v,
+                                         reference_v, reference_midi_v,
                                          progress=lambda f, what: progress(f, desc=what), store=store,
                                          cancelled=cancel_flags.start(session))
             except studio.StudioError as e:
@@ -141,7 +171,7 @@ def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
             return [gr.update(visible=v is not None) for v in values]
 
         inputs = [engine, groups, drums, bars, variants, temperature, top_p, top_k, seed, bpm, style, midi,
-                  prompt_bars]
+                  prompt_bars, noise_sd, alpha, reference, reference_midi]
         gen_event = go.click(run, inputs, [seed_used, summary, zip_file, *slots], api_name="generate",
                              concurrency_limit=2, concurrency_id="generate")
         gen_event.then(show_slots, slots, slots, api_visibility="private", queue=False)

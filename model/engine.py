@@ -26,9 +26,12 @@ MIN_BPM, MAX_BPM = 40, 240
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
 MAX_TOP_K = V.VOCAB_SIZE
 
-# Control names an engine may declare.
+# Control names an engine may declare.  The last three are engine options carried in
+# GenerationRequest.extra: "noise_sd" (float, latent noise), "alpha" (float 0..1, pull towards the
+# reference), "reference" (a built-in reference name from Engine.references, or an uploaded Score).
 ALL_CONTROLS = ("groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm",
-                "style", "prompt")
+                "style", "prompt", "noise_sd", "alpha", "reference")
+MAX_NOISE_SD = 2.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,8 @@ class Engine:
     description: ClassVar[str] = ""
     controls: ClassVar[frozenset[str]] = frozenset()
     styles: tuple[str, ...] = ()  # styles this engine knows (subset of vocab.STYLES)
+    references: tuple[str, ...] = ()  # built-in reference songs (engines with the "reference" control)
+    prompt_use: ClassVar[str] = "continuing"  # what the engine does with an uploaded MIDI (for summaries)
 
     def generate(self, request: GenerationRequest, progress: Callable[[float], None] | None = None) -> list[Score]:
         raise NotImplementedError

@@ -3,3 +3,4 @@
 # isort: off
 from . import transformer  # noqa: F401  (first: the default engine of the page and the CLI)
 from . import recurrent  # noqa: F401
+from . import style_vae  # noqa: F401

@@ -29,6 +29,7 @@ from typing import Any, Callable
 from model.engine import (
     MAX_BARS,
     MAX_BPM,
+    MAX_NOISE_SD,
     MAX_TEMPERATURE,
     MAX_TOP_K,
     MAX_VARIANTS,
@@ -52,6 +53,7 @@ OUTPUT_ENV = "MIDI_BANGERS_OUTPUT_DIR"
 KEEP_REQUESTS = 24  # newest request folders kept; older ones are deleted
 MAX_AGE_SECONDS = 2 * 3600  # and none is kept longer than this
 NO_STYLE = "none"
+NO_REFERENCE = "none"
 SEED_LIMIT = 2**32
 
 
@@ -105,7 +107,7 @@ def as_float(value: Any, name: str, lo: float, hi: float, lo_open: bool = False)
     return f
 
 
-def load_prompt(path: str | os.PathLike | None, bars: Any) -> Score | None:
+def load_prompt(path: str | os.PathLike | None, bars: Any, what: str = "uploaded MIDI") -> Score | None:
     """The uploaded MIDI (a temporary file Gradio made) cut to its first `bars` bars, or None."""
     if path is None or (isinstance(path, str) and not path.strip()):
         return None
@@ -114,17 +116,17 @@ def load_prompt(path: str | os.PathLike | None, bars: Any) -> Score | None:
     try:
         size = p.stat().st_size
     except OSError:
-        raise StudioError("the uploaded file could not be read; please upload it again") from None
+        raise StudioError(f"the {what} could not be read; please upload it again") from None
     if size > MAX_FILE_BYTES:
-        raise StudioError(f"the uploaded MIDI is {size / 1e6:.1f} MB; the limit is {MAX_FILE_BYTES / 1e6:.0f} MB")
+        raise StudioError(f"the {what} is {size / 1e6:.1f} MB; the limit is {MAX_FILE_BYTES / 1e6:.0f} MB")
     try:
         score = load_midi(p)
     except MidiError as e:
-        raise StudioError(f"cannot use the uploaded MIDI: {e}") from None
+        raise StudioError(f"cannot use the {what}: {e}") from None
     if len(score.notes) > MAX_PROMPT_NOTES:
-        raise StudioError(f"the uploaded MIDI has {len(score.notes):,} notes; the limit is {MAX_PROMPT_NOTES:,}")
+        raise StudioError(f"the {what} has {len(score.notes):,} notes; the limit is {MAX_PROMPT_NOTES:,}")
     if not len(score.notes):
-        raise StudioError("the uploaded MIDI contains no notes")
+        raise StudioError(f"the {what} contains no notes")
     if tuple(score.time_signature) != (4, 4):
         log.info("upload in %s/%s; generation works in 4/4", *score.time_signature)
     prompt = score.first_bars(n_bars)
@@ -133,8 +135,27 @@ def load_prompt(path: str | os.PathLike | None, bars: Any) -> Score | None:
     return prompt
 
 
+def engine_options(engine: Any, noise_sd: Any = None, alpha: Any = None, reference: Any = None,
+                   reference_midi: Any = None) -> dict[str, Any]:
+    """The engine options (GenerationRequest.extra) the engine supports; the others are ignored."""
+    ctl, extra = engine.controls, {}
+    if "noise_sd" in ctl and noise_sd not in (None, ""):
+        extra["noise_sd"] = as_float(noise_sd, "noise", 0.0, MAX_NOISE_SD)
+    if "alpha" in ctl and alpha not in (None, ""):
+        extra["alpha"] = as_float(alpha, "reference pull (alpha)", 0.0, 1.0)
+    if "reference" in ctl:
+        if reference_midi:
+            extra["reference"] = load_prompt(reference_midi, MAX_BARS, what="reference MIDI")
+        elif reference not in (None, "", NO_REFERENCE):
+            if not isinstance(reference, str) or reference not in engine.references:
+                raise StudioError(f"unknown reference song {reference!r}; pick one from the list or upload a MIDI")
+            extra["reference"] = reference
+    return extra
+
+
 def build_request(engine_name: str, groups: Any, drums: Any, bars: Any, variants: Any, temperature: Any,
-                  top_p: Any, top_k: Any, seed: Any, bpm: Any, style: Any, midi: Any, prompt_bars: Any
+                  top_p: Any, top_k: Any, seed: Any, bpm: Any, style: Any, midi: Any, prompt_bars: Any,
+                  noise_sd: Any = None, alpha: Any = None, reference: Any = None, reference_midi: Any = None,
                   ) -> tuple[Any, GenerationRequest, bool]:
     """Check every input; returns (engine, validated request, seed_was_random)."""
     names = engine_names()
@@ -168,6 +189,7 @@ def build_request(engine_name: str, groups: Any, drums: Any, bars: Any, variants
         seed=seed_value,
         bpm=as_float(bpm, "BPM", MIN_BPM, MAX_BPM),
         style=style_name,
+        extra=engine_options(engine, noise_sd, alpha, reference, reference_midi),
     )
     if midi:
         if "prompt" not in ctl:
@@ -246,6 +268,7 @@ class Result:
     stats: dict = field(default_factory=dict)
     render_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    prompt_use: str = "continuing"  # what the engine does with an upload (Engine.prompt_use)
 
     @property
     def summary(self) -> str:
@@ -258,8 +281,14 @@ class Result:
             f"{s.get('tokens_per_s', 0.0):.0f} tokens/s · rendering: {self.render_seconds:.2f} s",
             f"groups: {', '.join(r.groups) or '—'}; drums {'on' if r.drums else 'off'}; temperature {r.temperature:g}, "
             f"top-p {r.top_p:g}, top-k {r.top_k or 'off'}" + (f"; style {r.style}" if r.style else "")
-            + (f"; continuing {len(r.prompt.notes)} uploaded notes" if r.prompt is not None else ""),
+            + (f"; {self.prompt_use} {len(r.prompt.notes)} uploaded notes" if r.prompt is not None else ""),
         ]
+        if r.extra:
+            ref = r.extra.get("reference")
+            opts = [f"{k.replace('_', ' ')} {v:g}" for k, v in r.extra.items() if isinstance(v, float)]
+            if ref is not None:
+                opts.append(f"reference {ref if isinstance(ref, str) else f'upload ({len(ref.notes)} notes)'}")
+            lines[2] += "; " + ", ".join(opts)
         for v in self.variants:
             per = ", ".join(f"{g} {n}" for g, n in v.score.notes_per_group().items()) or "no notes"
             bars = -(-max(v.score.length or 0, v.score.end_step) // v.score.bar_steps)
@@ -270,11 +299,13 @@ class Result:
 
 def generate(engine: str, groups: Any, drums: Any, bars: Any, variants: Any, temperature: Any, top_p: Any,
              top_k: Any, seed: Any, bpm: Any, style: Any = None, midi: Any = None, prompt_bars: Any = 4,
+             noise_sd: Any = None, alpha: Any = None, reference: Any = None, reference_midi: Any = None,
              progress: Callable[[float, str], None] | None = None, store: OutputStore | None = None,
              cancelled: Callable[[], bool] | None = None) -> Result:
     """Check the inputs, generate, render every variant, zip them.  Raises StudioError or Cancelled."""
     eng, request, was_random = build_request(engine, groups, drums, bars, variants, temperature, top_p, top_k,
-                                             seed, bpm, style, midi, prompt_bars)
+                                             seed, bpm, style, midi, prompt_bars, noise_sd, alpha, reference,
+                                             reference_midi)
     store = store or OutputStore()
 
     def report(frac: float, what: str) -> None:
@@ -317,7 +348,7 @@ def generate(engine: str, groups: Any, drums: Any, bars: Any, variants: Any, tem
                 z.write(v.mp3, v.mp3.name)
     report(1.0, "done")
     return Result(result_variants, zip_path, request.seed, was_random, request, eng.name, stats,
-                  time.perf_counter() - t0, warnings)
+                  time.perf_counter() - t0, warnings, getattr(eng, "prompt_use", "continuing"))
 
 
 _LOCKS: dict[str, threading.Lock] = {}

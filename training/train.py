@@ -70,9 +70,10 @@ TASKS: dict[str, Callable] = {"transformer": transformer_task}
 
 def _register_engine_tasks() -> None:
     """Other engine families provide their tasks as TRAIN_TASKS in their model module."""
-    from model import recurrent
+    from model import recurrent, style_vae
 
     TASKS.update(recurrent.TRAIN_TASKS)
+    TASKS.update(style_vae.TRAIN_TASKS)
 
 
 _register_engine_tasks()

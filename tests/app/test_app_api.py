@@ -21,16 +21,18 @@ OPENMSX = sorted(Path("/usr/share/games/openttd/baseset/openmsx").glob("*.mid"))
 
 
 def call(client, *, engine="transformer", groups=("piano", "bass"), drums=True, bars=4, variants=2,
-         temperature=1.0, top_p=0.95, top_k=0, seed="1234", bpm=120, style="none", midi=None, prompt_bars=4):
+         temperature=1.0, top_p=0.95, top_k=0, seed="1234", bpm=120, style="none", midi=None, prompt_bars=4,
+         noise_sd=0.75, alpha=0.5, reference="none", reference_midi=None):
     return client.predict(engine, list(groups), drums, bars, variants, temperature, top_p, top_k, seed, bpm, style,
-                          handle_file(str(midi)) if midi else None, prompt_bars, api_name="/generate")
+                          handle_file(str(midi)) if midi else None, prompt_bars, noise_sd, alpha, reference,
+                          handle_file(str(reference_midi)) if reference_midi else None, api_name="/generate")
 
 
 def test_api_lists_generate(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert "/generate" in api["named_endpoints"]
     params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert len(params) == 13
+    assert len(params) == 17
 
 
 def test_two_variants_of_four_bars(client):
