@@ -168,6 +168,13 @@ def model_metrics(engine, data, max_windows: int | None, batch: int) -> dict | N
     return evaluate_checkpoint(engine.source, data, "test", batch=batch, max_windows=max_windows)
 
 
+def held_out_metrics(engine, data, max_windows: int | None) -> dict | None:
+    """Engine-specific held-out figures (e.g. a VAE's reconstruction accuracy and KL), for engines that
+    provide `held_out_metrics(data, split, max_items) -> {label: value}`."""
+    fn = getattr(engine, "held_out_metrics", None)
+    return fn(data, "test", max_windows) if fn is not None else None
+
+
 def run_engine(name: str, test_rows, n: int, seed: int, classifier, data, max_windows, batch,
                with_model_metrics: bool = True, **overrides) -> dict:
     from model.engine import get_engine
@@ -189,6 +196,7 @@ def run_engine(name: str, test_rows, n: int, seed: int, classifier, data, max_wi
            "tokens_per_second": tokens / gen_s if tokens and gen_s > 0 else None,
            "adherence": adherence(reqs, scores, classifier), "description": engine.description}
     res["model"] = model_metrics(engine, data, max_windows, batch) if with_model_metrics else None
+    res["held_out"] = held_out_metrics(engine, data, max_windows) if with_model_metrics else None
     return res
 
 
@@ -368,6 +376,14 @@ def render_markdown(r: dict) -> str:
               f"{m['bits_per_note']:.2f} bits per note.", ""]
     if not any_model:
         L += ["No engine with a transformer checkpoint was evaluated.", ""]
+    held = [e for e in r["engines"] if e.get("held_out")]
+    if held:
+        L += ["Other engines' held-out figures (reconstruction accuracy per feature, KL of the latent, where the "
+              "engine is a VAE):", ""]
+        for e in held:
+            L.append(f"- **{e['name']}**: " + ", ".join(
+                f"{k} {_f(v, '.4f') if isinstance(v, float) else v}" for k, v in e["held_out"].items()))
+        L.append("")
 
     c = r["classifier"]
     L += ["## Style classifier", "",

@@ -46,8 +46,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--style", default=None)
     p.add_argument("--prompt", default=None, help="a MIDI file to continue")
     p.add_argument("--prompt-bars", type=int, default=4, help="how many bars of the prompt to keep")
+    p.add_argument("--noise-sd", type=float, default=None, help="latent noise sd (engines with the noise_sd control)")
+    p.add_argument("--alpha", type=float, default=None, help="pull towards --reference, 0 to 1 (engines with it)")
+    p.add_argument("--reference", default=None,
+                   help="a built-in reference song name, or a MIDI file (engines with the reference control)")
     p.add_argument("--out", default="out", help="output folder")
     return p
+
+
+def engine_options(args, engine) -> dict:
+    """--noise-sd / --alpha / --reference -> request.extra, for engines that declare those controls."""
+    extra = {}
+    for control, value in (("noise_sd", args.noise_sd), ("alpha", args.alpha), ("reference", args.reference)):
+        if value is None:
+            continue
+        if not engine.supports(control):
+            raise ValueError(f"engine {args.engine} has no {control} option")
+        if control == "reference" and Path(value).is_file():
+            value = load_midi(value)
+        extra[control] = value
+    return extra
 
 
 def main(argv=None) -> int:
@@ -65,11 +83,12 @@ def main(argv=None) -> int:
             if not 1 <= args.prompt_bars <= MAX_BARS:
                 raise ValueError(f"--prompt-bars must be 1 to {MAX_BARS}")
             prompt = load_midi(args.prompt).first_bars(args.prompt_bars)
+        extra = engine_options(args, engine)
         seed = args.seed if args.seed is not None else int.from_bytes(__import__("os").urandom(4), "little")
         req = GenerationRequest(
             groups=tuple(g for g in args.instruments.split(",") if g.strip()), drums=args.drums, bars=args.bars,
             variants=args.variants, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-            seed=seed, bpm=args.bpm, style=args.style, prompt=prompt,
+            seed=seed, bpm=args.bpm, style=args.style, prompt=prompt, extra=extra,
         )
         if args.style is not None and not engine.supports("style"):
             raise ValueError(f"engine {args.engine} has no styles")

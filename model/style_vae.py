@@ -576,6 +576,14 @@ class StyleVAEEngine(Engine):
         self.last_stats: dict = {}
         self._lock = threading.Lock()
 
+    def held_out_metrics(self, data, split: str = "test", max_items: int | None = None) -> dict:
+        """Teacher-forced reconstruction of the split's segments (evaluation.report calls this)."""
+        segs = derived_segments(data, self.cfg, splits=(split,))[split]
+        r = reconstruction(self.model, segs, max_items=max_items)
+        return {"segments": r["segments"], "shift acc": r["acc_shift"], "duration acc": r["acc_duration"],
+                "pitch acc": r["acc_pitch"], "nats/event": r["rec_per_event"], "KL/segment": r["kl_per_segment"],
+                "encoder style acc": r["style_acc"]}
+
     def generate(self, request: GenerationRequest, progress: Callable[[float], None] | None = None) -> list[Score]:
         req = request.validate()
         if req.style is not None and req.style not in self.styles:

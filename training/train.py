@@ -74,6 +74,10 @@ def _register_engine_tasks() -> None:
 
     TASKS.update(recurrent.TRAIN_TASKS)
     TASKS.update(style_vae.TRAIN_TASKS)
+    from model import cnn, vae_nn
+
+    TASKS.update(vae_nn.TRAIN_TASKS)
+    TASKS.update(cnn.TRAIN_TASKS)
 
 
 _register_engine_tasks()

@@ -57,3 +57,26 @@ def env_checkpoints(tiny_run, tmp_path, monkeypatch):
 
 
 __all__ = ["OPENMSX", "os"]
+
+
+@pytest.fixture(scope="session")
+def roll_corpus(tmp_path_factory) -> Path:
+    """Token streams of real MIDI files laid out like data/corpus, with a test index (the pianoroll
+    window engines vae-nn and cnn rebuild consecutive windows from the tokens)."""
+    import json
+
+    if len(OPENMSX) < 8:
+        pytest.skip("openttd-openmsx is not installed (scripts/setup.sh installs it)")
+    d = tmp_path_factory.mktemp("roll_corpus")
+    scores = [T.load_midi(f) for f in OPENMSX[:8]]
+    for split, part, names in (("train", scores[:5], OPENMSX[:5]), ("validation", scores[5:6], OPENMSX[5:6]),
+                               ("test", scores[6:8], OPENMSX[6:8])):
+        toks = [T.encode(s) for s in part]
+        np.save(d / f"{split}.tokens.npy", np.concatenate(toks).astype(np.uint16))
+        rows, off = [], 0
+        for s, t, name in zip(part, toks, names):
+            rows.append({"id": f"openmsx:{os.path.basename(name)}", "style": "game", "bars": s.n_bars,
+                         "time_signature": [4, 4], "offset": off, "length": len(t)})
+            off += len(t)
+        (d / f"{split}.index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return d
