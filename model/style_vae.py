@@ -306,7 +306,7 @@ class StyleVAE(nn.Module):
         rows: list[list[tuple[int, int, int]]] = [[] for _ in range(B)]
         shifts = torch.arange(cfg.n_shift)
         neg = float("-inf")
-        for i in range(cfg.max_events):
+        for _ in range(cfg.max_events):
             inp = torch.cat([x, z[:, None]], -1) if cfg.z_every_step else x
             h, state = self.decoder(inp, state)
             h = h[:, 0]  # (B, H)
