@@ -145,3 +145,19 @@ def test_output_folders_stay_bounded(client, app_server):
         call(client, variants=1, bars=1, seed=str(i))
     dirs = [d for d in store.root.iterdir() if d.name.startswith("req-")]
     assert len(dirs) <= store.keep + 1
+
+
+def test_engine_options_reach_vae_nn_and_bad_ones_are_messages(client):
+    from model.engine import get_engine
+
+    try:
+        refs = get_engine("vae-nn").references
+    except FileNotFoundError:
+        pytest.skip("no vae-nn checkpoint")
+    out = call(client, engine="vae-nn", groups=("piano", "bass"), bars=4, variants=1, noise_sd=0.5, alpha=0.5,
+               reference=refs[0])
+    assert "noise sd 0.5" in out[1] and f"reference {refs[0]}" in out[1] and out[3]
+    with pytest.raises(AppError, match="reference song"):
+        call(client, engine="vae-nn", reference="no such song")
+    out = call(client, engine="style-vae", style="latin", bars=2, variants=1)
+    assert "style latin" in out[1]
