@@ -104,9 +104,26 @@ def resolve(source: str | os.PathLike) -> Path:
     raise FileNotFoundError(f"no checkpoint folder at {s}")
 
 
-def load_checkpoint(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+def shipped(name: str, source: str | os.PathLike | None = None) -> str | os.PathLike:
+    """`source` as given, or else engine `name`'s shipped checkpoint folder (a clear error if it is missing)."""
+    if source is not None:
+        return source
+    path = CHECKPOINT_ROOT / name
+    if not (path / CONFIG_NAME).exists():
+        raise FileNotFoundError(f"no {name} checkpoint at {path}: train one with `python -m training.train "
+                                f"--engine {name}` and convert it with `python -m model.checkpoint convert`")
+    return path
+
+
+def load_checkpoint(source: str | os.PathLike,
+                    engine: str | tuple[str, ...] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+    """Weights (decoded to fp32) and config; with `engine`, a checkpoint of another engine is a ValueError."""
     d = resolve(source)
     config = json.loads((d / CONFIG_NAME).read_text())
+    want = (engine,) if isinstance(engine, str) else engine
+    if want is not None and config.get("engine") not in want:
+        raise ValueError(f"{source} holds a {config.get('engine')!r} checkpoint, not "
+                         f"{' or '.join(repr(w) for w in want)}")
     return decode_state(load_file(str(d / WEIGHTS_NAME))), config
 
 
@@ -119,6 +136,36 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str) -> Path:
 
 def folder_bytes(directory: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
+
+
+def evaluate_main(argv, prog: str, what: str, names, evaluate, limit: str = "max_pairs") -> int:
+    """`python -m model.X evaluate CKPT ...`, shared by the engine modules: one JSON line of held-out
+    figures per checkpoint; an engine name from `names` stands for its shipped checkpoint.
+    `evaluate(source, data, split, **{limit: N})` computes the figures."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog=prog)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("evaluate", help=what)
+    e.add_argument("checkpoints", nargs="+", help=f"checkpoint folders or Hub repo ids, or {' / '.join(names)} "
+                                                  "(the shipped checkpoint)")
+    e.add_argument("--data", default="data/corpus")
+    e.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    e.add_argument("--" + limit.replace("_", "-"), dest=limit, type=int, default=None, help="measure at most N items")
+    e.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        for c in args.checkpoints:
+            src = shipped(c) if c in names else c
+            print(json.dumps(evaluate(src, args.data, args.split, **{limit: getattr(args, limit)})), flush=True)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,6 @@ the same.  The seed found the outputs hardly change with the start; evaluation/v
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -251,9 +250,7 @@ TRAIN_TASKS: dict[str, Callable] = {"cnn": _task}
 
 # ---- held-out evaluation --------------------------------------------------------------------------------
 def load_model(source) -> tuple[CNNModel, CNNConfig, dict]:
-    state, config = ckpt.load_checkpoint(source)
-    if config.get("engine") != "cnn":
-        raise ValueError(f"{source} holds a {config.get('engine')!r} checkpoint, not 'cnn'")
+    state, config = ckpt.load_checkpoint(source, engine="cnn")
     cfg = CNNConfig.from_dict(config["model"])
     model = build_model(cfg)
     model.load_state_dict(state)
@@ -313,7 +310,7 @@ class CNNEngine(Engine):
     styles = ()
 
     def __init__(self, source: str | Path | None = None):
-        source = RW.checkpoint_source(self.name, source)
+        source = ckpt.shipped(self.name, source)
         self.model, self.cfg, config = load_model(source)
         self.meta = config.get("meta", {})
         self.source = str(source)
@@ -349,28 +346,8 @@ register("cnn", CNNEngine)
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m model.cnn")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("evaluate", help="held-out BCE and cell F1 of a cnn checkpoint")
-    e.add_argument("checkpoints", nargs="+", help="checkpoint folders, or 'cnn' (the shipped checkpoint)")
-    e.add_argument("--data", default="data/corpus")
-    e.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    e.add_argument("--max-pairs", type=int, default=None)
-    e.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    try:
-        for c in args.checkpoints:
-            src = ckpt.CHECKPOINT_ROOT / c if c == "cnn" else c
-            print(json.dumps(evaluate_checkpoint(src, args.data, args.split, max_pairs=args.max_pairs)), flush=True)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return ckpt.evaluate_main(argv, "python -m model.cnn", "held-out BCE and cell F1 of a cnn checkpoint", ("cnn",),
+                              evaluate_checkpoint)
 
 
 if __name__ == "__main__":

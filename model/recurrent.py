@@ -492,8 +492,9 @@ TRAIN_TASKS: dict[str, Callable] = {"gru": _token_task("gru"), "lstm": _token_ta
 
 
 # ---- held-out evaluation -------------------------------------------------------------------------
-def load_model(source: str | Path) -> tuple[nn.Module, object, dict]:
-    state, config = ckpt.load_checkpoint(source)
+def load_model(source: str | Path, engine: str | tuple[str, ...] = tuple(PRESETS)
+               ) -> tuple[nn.Module, object, dict]:
+    state, config = ckpt.load_checkpoint(source, engine=engine)
     engine = config.get("engine")
     cls = FrameRNNConfig if engine == "multi-rnn" else RNNLMConfig
     cfg = cls.from_dict(config["model"])
@@ -566,27 +567,12 @@ class UnigramFrames(nn.Module):
 
 
 # ---- generation ----------------------------------------------------------------------------------
-def _check_engine(config: dict, name: str, source) -> None:
-    if config.get("engine") != name:
-        raise ValueError(f"{source} holds a {config.get('engine')!r} checkpoint, not {name!r}")
-
-
-def _resolve_source(name: str, source) -> Path | str:
-    if source is None:
-        source = ckpt.CHECKPOINT_ROOT / name
-        if not (Path(source) / ckpt.CONFIG_NAME).exists():
-            raise FileNotFoundError(f"no {name} checkpoint at {source}: train one with `python -m training.train "
-                                    f"--engine {name}` and convert it with `python -m model.checkpoint convert`")
-    return source
-
-
 class _RecurrentEngine(Engine):
     """Loads the engine's checkpoint (shipped, or a folder / Hub repo id); one generation at a time."""
 
     def __init__(self, source: str | Path | None = None):
-        source = _resolve_source(self.name, source)
-        self.model, self.cfg, config = load_model(source)
-        _check_engine(config, self.name, source)
+        source = ckpt.shipped(self.name, source)
+        self.model, self.cfg, config = load_model(source, engine=self.name)
         self.meta = config.get("meta", {})
         self.source = str(source)
         self.last_stats: dict = {}
@@ -744,27 +730,9 @@ register("multi-rnn", MultiRNNEngine)
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m model.recurrent")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("evaluate", help="held-out loss and accuracy of a gru / lstm / multi-rnn checkpoint")
-    e.add_argument("checkpoints", nargs="+", help="checkpoint folders, or engine names (their shipped checkpoint)")
-    e.add_argument("--data", default="data/corpus")
-    e.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    e.add_argument("--max-windows", type=int, default=None)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        for c in args.checkpoints:
-            src = ckpt.CHECKPOINT_ROOT / c if c in PRESETS else c
-            print(json.dumps(evaluate_checkpoint(src, args.data, args.split, max_windows=args.max_windows)),
-                  flush=True)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return ckpt.evaluate_main(argv, "python -m model.recurrent",
+                              "held-out loss and accuracy of a gru / lstm / multi-rnn checkpoint", tuple(PRESETS),
+                              evaluate_checkpoint, limit="max_windows")
 
 
 if __name__ == "__main__":

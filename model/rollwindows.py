@@ -355,16 +355,6 @@ def n_windows(bars: int) -> int:
     return math.ceil(bars / BARS_PER_WINDOW)
 
 
-def checkpoint_source(name: str, source):
-    from . import checkpoint as ckpt
-
-    if source is None:
-        source = ckpt.CHECKPOINT_ROOT / name
-        if not (Path(source) / ckpt.CONFIG_NAME).exists():
-            raise FileNotFoundError(f"no {name} checkpoint at {source}: train one with `python -m training.train "
-                                    f"--engine {name}` and convert it with `python -m model.checkpoint convert`")
-    return source
-
 
 __all__ = ["TRACKS", "WINDOW", "derived_pairs", "WindowPairs", "density_thresholds", "f1_sums", "f1",
            "start_windows", "windows_to_scores", "output_groups", "reference_set", "start_set"]

@@ -458,9 +458,7 @@ TRAIN_TASKS: dict[str, Callable] = {"style-vae": _train_task("codebook"), "style
 
 # ---- checkpoints and measurement ---------------------------------------------------------------
 def load_model(source: str | Path) -> tuple[StyleVAE, dict]:
-    state, config = ckpt.load_checkpoint(source)
-    if config.get("engine") != "style-vae":
-        raise ValueError(f"{source} holds a {config.get('engine')!r} checkpoint, not 'style-vae'")
+    state, config = ckpt.load_checkpoint(source, engine="style-vae")
     model = build_model(StyleVAEConfig.from_dict(config["model"]))
     model.load_state_dict(state)
     return model.eval(), config
@@ -563,11 +561,7 @@ class StyleVAEEngine(Engine):
     prompt_use = "restyling"
 
     def __init__(self, source: str | Path | None = None):
-        if source is None:
-            source = ckpt.CHECKPOINT_ROOT / self.name
-            if not (Path(source) / ckpt.CONFIG_NAME).exists():
-                raise FileNotFoundError(f"no {self.name} checkpoint at {source}: train one with `python -m "
-                                        f"training.train --engine style-vae` and convert it")
+        source = ckpt.shipped(self.name, source)
         self.model, config = load_model(source)
         self.cfg = self.model.cfg
         self.styles = tuple(self.cfg.styles)
@@ -648,7 +642,7 @@ def main(argv=None) -> int:
     try:
         clf = StyleClassifier.load(args.classifier)
         for c in args.checkpoints:
-            src = ckpt.CHECKPOINT_ROOT / c if c == "style-vae" else c
+            src = ckpt.shipped(c) if c == "style-vae" else c
             model, config = load_model(src)
             t0 = time.perf_counter()
             segs = derived_segments(args.data, model.cfg, splits=(args.split,))[args.split]

@@ -33,7 +33,6 @@ Request options (GenerationRequest.extra): "noise_sd" (0..MAX_NOISE_SD), "alpha"
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
@@ -285,9 +284,7 @@ TRAIN_TASKS: dict[str, Callable] = {"vae-nn": _task}
 
 # ---- held-out evaluation ------------------------------------------------------------------------------------
 def load_model(source) -> tuple[VAENN, VAENNConfig, dict]:
-    state, config = ckpt.load_checkpoint(source)
-    if config.get("engine") != "vae-nn":
-        raise ValueError(f"{source} holds a {config.get('engine')!r} checkpoint, not 'vae-nn'")
+    state, config = ckpt.load_checkpoint(source, engine="vae-nn")
     cfg = VAENNConfig.from_dict(config["model"])
     model = build_model(cfg)
     model.load_state_dict(state)
@@ -365,7 +362,7 @@ class VAENNEngine(Engine):
     styles = ()
 
     def __init__(self, source: str | Path | None = None):
-        source = RW.checkpoint_source(self.name, source)
+        source = ckpt.shipped(self.name, source)
         self.model, self.cfg, config = load_model(source)
         self.meta = config.get("meta", {})
         self.source = str(source)
@@ -443,28 +440,8 @@ register("vae-nn", VAENNEngine)
 
 
 def main(argv=None) -> int:
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog="python -m model.vae_nn")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("evaluate", help="held-out figures of a vae-nn checkpoint")
-    e.add_argument("checkpoints", nargs="+", help="checkpoint folders, or 'vae-nn' (the shipped checkpoint)")
-    e.add_argument("--data", default="data/corpus")
-    e.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    e.add_argument("--max-pairs", type=int, default=None)
-    e.add_argument("--threads", type=int, default=1)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    torch.set_num_threads(args.threads)
-    try:
-        for c in args.checkpoints:
-            src = ckpt.CHECKPOINT_ROOT / c if c == "vae-nn" else c
-            print(json.dumps(evaluate_checkpoint(src, args.data, args.split, max_pairs=args.max_pairs)), flush=True)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return ckpt.evaluate_main(argv, "python -m model.vae_nn", "held-out figures of a vae-nn checkpoint", ("vae-nn",),
+                              evaluate_checkpoint)
 
 
 if __name__ == "__main__":

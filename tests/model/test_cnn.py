@@ -142,6 +142,23 @@ def test_evaluate_checkpoint(cnn_run, roll_corpus):
     assert len(out["thresholds"]) == 5
 
 
+def test_evaluate_command_prints_one_json_line_per_checkpoint(cnn_run, roll_corpus, tmp_path, monkeypatch, capsys):
+    rc = C.main(["evaluate", str(cnn_run / "best"), str(cnn_run / "last"), "--data", str(roll_corpus),
+                 "--max-pairs", "8", "--threads", "1"])
+    assert rc == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 2 and all(0 < x["pairs"] <= 8 for x in lines)
+    # the engine's name stands for its shipped checkpoint; a missing one or another engine's is a clear error
+    monkeypatch.setattr(ckpt, "CHECKPOINT_ROOT", tmp_path)
+    assert C.main(["evaluate", "cnn", "--data", str(roll_corpus)]) == 2
+    assert "no cnn checkpoint" in capsys.readouterr().err
+    shutil.copytree(cnn_run / "best", tmp_path / "cnn")
+    from model import vae_nn
+
+    assert vae_nn.main(["evaluate", str(tmp_path / "cnn"), "--data", str(roll_corpus)]) == 2
+    assert "'cnn' checkpoint, not 'vae-nn'" in capsys.readouterr().err
+
+
 def test_missing_checkpoint_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(ckpt, "CHECKPOINT_ROOT", tmp_path)
     with pytest.raises(FileNotFoundError, match="checkpoint"):
