@@ -87,8 +87,8 @@ def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
                     bpm = gr.Slider(MIN_BPM, MAX_BPM, value=120, step=1, label="BPM")
                 style = gr.Dropdown([studio.NO_STYLE, *styles], value=studio.NO_STYLE, label="Style",
                                     visible=bool(styles) and "style" in controls)
-                with gr.Accordion("Upload a MIDI (optional): the transformer continues it, style-vae restyles "
-                                  "it, vae-nn and cnn start from it", open=False):
+                with gr.Accordion("Upload a MIDI (optional)", open=False):
+                    gr.Markdown("The transformer continues it, style-vae restyles it, vae-nn and cnn start from it.")
                     midi = gr.File(label="MIDI file (.mid)", file_types=[".mid", ".midi"], type="filepath")
                     prompt_bars = gr.Slider(1, MAX_BARS, value=4, step=1, label="Use the first N bars")
                 with gr.Accordion("Engine options: variation and reference song", open=True,

@@ -292,7 +292,8 @@ class Result:
         for v in self.variants:
             per = ", ".join(f"{g} {n}" for g, n in v.score.notes_per_group().items()) or "no notes"
             bars = -(-max(v.score.length or 0, v.score.end_step) // v.score.bar_steps)
-            lines.append(f"- variant {v.index}: {bars} bars, {len(v.score.notes)} notes ({per})"
+            style = f", style {v.score.style}" if v.score.style and v.score.style != r.style else ""
+            lines.append(f"- variant {v.index}: {bars} bars{style}, {len(v.score.notes)} notes ({per})"
                          + (f" — {v.preview_error}" if v.preview_error else ""))
         return "  \n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:])
 

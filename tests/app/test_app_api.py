@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import zipfile
 from pathlib import Path
 
@@ -161,3 +162,7 @@ def test_engine_options_reach_vae_nn_and_bad_ones_are_messages(client):
         call(client, engine="vae-nn", reference="no such song")
     out = call(client, engine="style-vae", style="latin", bars=2, variants=1)
     assert "style latin" in out[1]
+    # no style chosen: each variant gets one, named in its line of the summary
+    out = call(client, engine="style-vae", bars=2, variants=2)
+    named = re.findall(r"variant \d: 2 bars, style (\w+),", out[1])
+    assert len(named) == 2 and set(named) <= set(get_engine("style-vae").styles), out[1]

@@ -199,6 +199,22 @@ def test_sample_pieces_respects_the_pitch_mask(engine):
     assert all(set(np.unique(n["group"]).tolist()) <= {V.GROUPS.index("strings")} for n in notes)
 
 
+def test_segments_play_on_until_eos_is_allowed(engine):
+    """The decoder cannot see its position; EOS waits until the segment is eos_from done, so a chained
+    piece has no hole at the end of every segment."""
+    m, cfg = engine.model, engine.model.cfg
+    gen = torch.Generator().manual_seed(0)
+    z_cat = torch.nn.functional.one_hot(torch.arange(32) % cfg.n_styles, cfg.n_styles).float()
+    z = torch.cat([torch.randn(32, cfg.z_content, generator=gen), m.style_vector(z_cat)], -1)
+    rows = m.decode(z, SamplingParams(1.5, 1.0, 0, 0), torch.ones(S.N_PITCH, dtype=torch.bool), gen)
+    eos_at = int(cfg.eos_from * cfg.segment_steps)
+    assert 0 < eos_at < cfg.segment_steps
+    for r in rows:
+        onset = int(r[:, 0].sum())
+        assert onset < cfg.segment_steps
+        assert len(r) == cfg.max_events or onset >= eos_at, (len(r), onset)
+
+
 def test_style_transfer_keeps_the_note_count_within_bounds(engine):
     src = T.load_midi(OPENMSX[2]).first_bars(4)
     req = GenerationRequest(groups=tuple(V.PITCHED_GROUPS), drums=True, bars=4, seed=0, style="latin",
