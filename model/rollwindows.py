@@ -310,7 +310,9 @@ def prompt_window(prompt: Score) -> np.ndarray:
 
 def start_windows(req: GenerationRequest, packed_starts: torch.Tensor) -> tuple[np.ndarray, list[int]]:
     """(B, 5, 32, 128) bool start windows and the start-set index per variant (-1: the prompt).
-    Without a prompt, variant v starts from a start-set window drawn with its own seeded generator."""
+    Without a prompt, the variants' starts are drawn (seeded) from the start-set windows in which every
+    requested track plays (or, if none has them all, as many as any has): the engines mostly carry
+    their start forward, so a start without drums would give a piece without drums."""
     B = req.variants
     if req.prompt is not None and len(req.prompt.notes):
         w = prompt_window(req.prompt)
@@ -318,9 +320,13 @@ def start_windows(req: GenerationRequest, packed_starts: torch.Tensor) -> tuple[
     n = len(packed_starts)
     if n == 0:
         raise ValueError("this checkpoint has no start windows: upload a MIDI to continue")
+    starts = unpack(packed_starts.numpy()).astype(bool)  # (n, 5, 32, 128)
+    wanted = sorted(output_groups(req))
+    plays = starts[:, wanted].any(axis=(2, 3)).sum(1)  # (n,) requested tracks playing in each start
+    eligible = np.flatnonzero(plays == plays.max())
     rng = np.random.default_rng([int(req.seed), 17])
-    picks = rng.permutation(n)[:B] if B <= n else rng.integers(0, n, B)
-    return unpack(packed_starts.numpy()[picks]).astype(bool), [int(i) for i in picks]
+    picks = eligible[rng.permutation(len(eligible))[:B] if B <= len(eligible) else rng.integers(0, len(eligible), B)]
+    return starts[picks], [int(i) for i in picks]
 
 
 def windows_to_scores(req: GenerationRequest, rolls: np.ndarray) -> list[Score]:

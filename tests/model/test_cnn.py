@@ -190,3 +190,23 @@ def test_prompt_window_is_the_last_window_with_notes():
     assert w[0, :, 64].any() and not w[0, :, 60].any()
     with pytest.raises(ValueError, match="no notes"):
         RW.prompt_window(Score(make_notes(np.array([0]), np.array([8]), 10, 0, np.array([60]))[:0], length=32))
+
+
+def test_start_windows_have_the_requested_tracks():
+    """Starts are drawn from the stored windows in which every requested track plays (else the most)."""
+    w = np.zeros((6, RW.N_TRACKS, RW.WINDOW, RW.PITCHES), bool)
+    w[:, 0, 0, 60] = True  # piano everywhere
+    w[[1, 4], 4, 0, 36] = True  # drums only in starts 1 and 4
+    w[[4], 2, 0, 40] = True  # bass only in start 4
+    packed = torch.from_numpy(np.packbits(w, axis=-1))
+
+    def picks(**kw):
+        req = GenerationRequest(**{"groups": ("piano",), "variants": 4, "seed": 0, **kw}).validate()
+        starts, idx = RW.start_windows(req, packed)
+        assert np.array_equal(starts, w[idx])
+        return set(idx)
+
+    assert picks(drums=True) <= {1, 4} and picks(drums=True, seed=1) <= {1, 4}
+    assert picks(groups=("piano", "bass"), drums=True) == {4}
+    assert picks(groups=("piano", "bass", "strings"), drums=True) == {4}  # no start has strings: the closest
+    assert len(picks(drums=False, variants=6)) == 6  # piano alone: every start qualifies
