@@ -269,18 +269,23 @@ class Result:
     render_seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
     prompt_use: str = "continuing"  # what the engine does with an upload (Engine.prompt_use)
+    controls: frozenset = frozenset({"temperature", "top_p", "top_k"})  # the engine's (Engine.controls)
 
     @property
     def summary(self) -> str:
         r = self.request
         s = self.stats
+        sampling = [text for c, text in (("temperature", f"temperature {r.temperature:g}"),
+                                          ("top_p", f"top-p {r.top_p:g}"), ("top_k", f"top-k {r.top_k or 'off'}"))
+                    if c in self.controls]  # only what this engine uses
         lines = [
             f"**{len(self.variants)} variant{'s' if len(self.variants) != 1 else ''}** · engine `{self.engine}` · "
             f"{r.bars} bars at {r.bpm:g} BPM · seed **{self.seed}**{' (random)' if self.seed_was_random else ''}",
             f"generation: {s.get('seconds', 0.0):.2f} s, {s.get('tokens', 0)} tokens, "
             f"{s.get('tokens_per_s', 0.0):.0f} tokens/s · rendering: {self.render_seconds:.2f} s",
-            f"groups: {', '.join(r.groups) or '—'}; drums {'on' if r.drums else 'off'}; temperature {r.temperature:g}, "
-            f"top-p {r.top_p:g}, top-k {r.top_k or 'off'}" + (f"; style {r.style}" if r.style else "")
+            f"groups: {', '.join(r.groups) or '—'}; drums {'on' if r.drums else 'off'}"
+            + (f"; {', '.join(sampling)}" if sampling else "")
+            + (f"; style {r.style}" if r.style else "")
             + (f"; {self.prompt_use} {len(r.prompt.notes)} uploaded notes" if r.prompt is not None else ""),
         ]
         if r.extra:
@@ -349,7 +354,7 @@ def generate(engine: str, groups: Any, drums: Any, bars: Any, variants: Any, tem
                 z.write(v.mp3, v.mp3.name)
     report(1.0, "done")
     return Result(result_variants, zip_path, request.seed, was_random, request, eng.name, stats,
-                  time.perf_counter() - t0, warnings, getattr(eng, "prompt_use", "continuing"))
+                  time.perf_counter() - t0, warnings, getattr(eng, "prompt_use", "continuing"), eng.controls)
 
 
 _LOCKS: dict[str, threading.Lock] = {}

@@ -158,6 +158,7 @@ def test_engine_options_reach_vae_nn_and_bad_ones_are_messages(client):
     out = call(client, engine="vae-nn", groups=("piano", "bass"), bars=4, variants=1, noise_sd=0.5, alpha=0.5,
                reference=refs[0])
     assert "noise sd 0.5" in out[1] and f"reference {refs[0]}" in out[1] and out[3]
+    assert "temperature" not in out[1] and "top-p" not in out[1]  # vae-nn has no sampling controls
     with pytest.raises(AppError, match="reference song"):
         call(client, engine="vae-nn", reference="no such song")
     out = call(client, engine="style-vae", style="latin", bars=2, variants=1)
