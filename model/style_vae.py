@@ -14,7 +14,9 @@ of the content latent z_c and the style logits.  z_cat = softmax((logits + G) / 
 tau constant (0.02: nearly one-hot); z_s = z_cat @ codebook (a learnable styles x d_s table);
 z = [z_c, z_s] -> linear -> tanh -> the initial state of a two-layer GRU decoder.  As a deviation
 from the reference, z is also concatenated to every decoder input (a long polyphonic segment otherwise
-forgets its latent; `z_every_step`).  Within an event the decoder predicts shift, then duration given
+forgets its latent; `z_every_step`), and, with `position` (the `cpu` preset), each event's onset within
+the segment is embedded and added to its input (a recurrent net cannot count steps, so it otherwise
+loses the beat and the segment's end).  Within an event the decoder predicts shift, then duration given
 the shift, then pitch given both.
 
 Loss per segment: reconstruction (summed cross-entropy of the three features over the events)
@@ -87,6 +89,9 @@ class StyleVAEConfig:
     kl_anneal_steps: int = 2000
     style_mode: str = "codebook"  # codebook (the paper) | label (the baseline)
     z_every_step: bool = True
+    # (our addition) each event's onset within the segment is embedded too: a recurrent decoder cannot
+    # count steps, so without it it loses the beat and the segment's end.  Off in the reference.
+    position: bool = False
     transpose: int = 5  # augmentation: pitched notes moved by -transpose..+transpose+1 semitones
     chain_rho: float = 0.8  # correlation of neighbouring segments' z_c at generation
     # At generation a segment may end (EOS) only once its last event is this far into it.  The decoder does
@@ -123,9 +128,9 @@ class StyleVAEConfig:
 
 PRESETS: dict[str, StyleVAEConfig] = {
     "tiny": StyleVAEConfig(segment_bars=1, max_events=24, hidden=32, layers=1, z_content=8, style_dim=4,
-                           pitch_embed=8, time_embed=4, kl_anneal_steps=10, dropout=0.0),
+                           pitch_embed=8, time_embed=4, kl_anneal_steps=10, dropout=0.0, position=True),
     # 2-bar segments, at most 128 events: affordable on a 2-core CPU; 97% of segments fit whole
-    "cpu": StyleVAEConfig(segment_bars=2, max_events=128, hidden=256, layers=2, kl_anneal_steps=1500),
+    "cpu": StyleVAEConfig(segment_bars=2, max_events=128, hidden=256, layers=2, kl_anneal_steps=1500, position=True),
     "full": StyleVAEConfig(),
 }
 
@@ -193,6 +198,8 @@ class StyleVAE(nn.Module):
         self.emb_shift = nn.Embedding(cfg.n_shift, cfg.time_embed)
         self.emb_dur = nn.Embedding(V.N_DURATION, cfg.time_embed)
         self.emb_pitch = nn.Embedding(N_PITCH, cfg.pitch_embed)
+        if cfg.position:
+            self.emb_pos = nn.Embedding(cfg.segment_steps, E)
         self.encoder = nn.GRU(E, H, cfg.layers, batch_first=True, bidirectional=True,
                               dropout=cfg.dropout if cfg.layers > 1 else 0.0)
         self.to_mu = nn.Linear(2 * H, cfg.z_content)
@@ -213,9 +220,15 @@ class StyleVAE(nn.Module):
         self.register_buffer("train_steps", torch.zeros((), dtype=torch.long))
 
     # -- pieces ------------------------------------------------------------------------------------
-    def embed(self, ev: torch.Tensor) -> torch.Tensor:
-        """events (B, T, 3) -> (B, T, E)."""
-        return torch.cat([self.emb_shift(ev[..., 0]), self.emb_dur(ev[..., 1]), self.emb_pitch(ev[..., 2])], -1)
+    def embed(self, ev: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """events (B, T, 3) [, their onsets in the segment (B, T): by default the running sum of the
+        shifts] -> (B, T, E)."""
+        x = torch.cat([self.emb_shift(ev[..., 0]), self.emb_dur(ev[..., 1]), self.emb_pitch(ev[..., 2])], -1)
+        if self.cfg.position:
+            if pos is None:
+                pos = ev[..., 0].cumsum(-1)
+            x = x + self.emb_pos(pos.clamp(0, self.cfg.segment_steps - 1))
+        return x
 
     def encode(self, ev: torch.Tensor, n: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """events (B, T, 3), lengths (B,) -> mu (B, zc), logvar (B, zc), style logits (B, S)."""
@@ -333,7 +346,7 @@ class StyleVAE(nn.Module):
             for b in live:
                 rows[b].append((int(s[b]), int(d[b]), int(p[b])))
             t = torch.where(done, t, t + s)
-            x = self.embed(torch.stack([s.clamp_max(cfg.n_shift - 1), d, p], -1)[:, None])
+            x = self.embed(torch.stack([s.clamp_max(cfg.n_shift - 1), d, p], -1)[:, None], t[:, None])
         return [np.asarray(r, np.int64).reshape(-1, 3) for r in rows]
 
 
