@@ -569,6 +569,31 @@ def style_accuracy(model: StyleVAE, classifier, per_style: int, bars: int, seed:
     return {"style_accuracy": hits / max(total, 1), "pieces": total, "per_style": per}
 
 
+def segment_fill(packed: np.ndarray, seg_steps: int) -> float:
+    """Mean over whole (uncut, non-empty) segments of (last onset + 1) / segment length: how far into
+    its segment the music goes."""
+    head = np.asarray(packed[:, 0])
+    keep = (head[:, 1] > 0) & (head[:, 2] == 0)
+    shifts = np.asarray(packed[keep, HEADER:, 0], np.int64)  # padding rows have shift 0
+    return float(((shifts.sum(1) + 1) / seg_steps).mean()) if keep.any() else float("nan")
+
+
+def generated_fill(model: StyleVAE, seed: int, n: int = 64, temperature: float = 1.0) -> float:
+    """segment_fill of n generated segments (styles in turn) where the model ends each segment itself
+    (no `eos_from` rule): does it know where a segment ends?"""
+    cfg = model.cfg
+    gen = torch.Generator().manual_seed(seed)
+    z_cat = F.one_hot(torch.arange(n) % cfg.n_styles, cfg.n_styles).float()
+    z = torch.cat([torch.randn(n, cfg.z_content, generator=gen), model.style_vector(z_cat)], -1)
+    model.cfg = replace(cfg, eos_from=0.0)
+    try:
+        rows = model.decode(z, SamplingParams(temperature, 1.0, 0, seed), torch.ones(N_PITCH, dtype=torch.bool), gen)
+    finally:
+        model.cfg = cfg
+    packed = np.stack([pack_segment(r, 0, cfg.max_events) for r in rows])
+    return segment_fill(packed, cfg.segment_steps)
+
+
 # ---- the engine -----------------------------------------------------------------------------------
 class StyleVAEEngine(Engine):
     name = "style-vae"
@@ -655,6 +680,8 @@ def main(argv=None) -> int:
     e.add_argument("--per-style", type=int, default=10, help="generated pieces per style")
     e.add_argument("--bars", type=int, default=8, help="length of each generated piece")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--temperatures", type=float, nargs="+", default=[1.0],
+                   help="sampling temperatures for the style measure (the first one is `style_accuracy`)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from evaluation.style import StyleClassifier
@@ -667,10 +694,14 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             segs = derived_segments(args.data, model.cfg, splits=(args.split,))[args.split]
             rec = reconstruction(model, segs, max_items=args.max_segments)
-            sty = style_accuracy(model, clf, args.per_style, args.bars, args.seed)
+            by_t = {t: style_accuracy(model, clf, args.per_style, args.bars, args.seed, t) for t in args.temperatures}
+            sty = by_t[args.temperatures[0]]
             print(json.dumps({"checkpoint": str(src), "style_mode": model.cfg.style_mode, "split": args.split,
                               "step": config.get("meta", {}).get("train", {}).get("step"),
                               "reconstruction": rec, **sty, "chance": 1 / max(1, len(sty["per_style"])),
+                              "style_accuracy_by_temperature": {t: r["style_accuracy"] for t, r in by_t.items()},
+                              "segment_fill": {"real": segment_fill(segs, model.cfg.segment_steps),
+                                               "generated, own ending": generated_fill(model, args.seed)},
                               "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -287,9 +287,20 @@ def test_evaluate_cli_prints_both_measures(runs, vae_corpus, tmp_path, capsys):
     clf: StyleClassifier = train_from_corpus(vae_corpus, steps=20)
     clf.save(tmp_path / "clf")
     rc = S.main(["evaluate", str(runs["style-vae"] / "best"), str(runs["style-vae-label"] / "best"),
-                 "--data", str(vae_corpus), "--classifier", str(tmp_path / "clf"), "--per-style", "2", "--bars", "2"])
+                 "--data", str(vae_corpus), "--classifier", str(tmp_path / "clf"), "--per-style", "2", "--bars", "2",
+                 "--temperatures", "1.0", "0.5"])
     assert rc == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["style_mode"] for x in lines] == ["codebook", "label"]
     for x in lines:
         assert 0 <= x["style_accuracy"] <= 1 and 0 <= x["reconstruction"]["acc_pitch"] <= 1
+        assert list(x["style_accuracy_by_temperature"]) == ["1.0", "0.5"]
+        assert x["style_accuracy_by_temperature"]["1.0"] == x["style_accuracy"]
+        fill = x["segment_fill"]  # the tiny corpus' real segments are all cut at max_events: no real figure
+        assert 0 < fill["generated, own ending"] <= 1 and (math.isnan(fill["real"]) or 0 < fill["real"] <= 1)
+
+
+def test_segment_fill():
+    seg = S.pack_segment(np.array([[0, 3, 60], [8, 3, 62], [7, 3, 64]]), 0, 8)  # last onset 15 of 32
+    cut = S.pack_segment(np.tile([[1, 3, 60]], (10, 1)), 0, 8)  # cut segments do not count
+    assert S.segment_fill(np.stack([seg, cut]), 32) == pytest.approx(16 / 32)
