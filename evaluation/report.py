@@ -137,8 +137,9 @@ def requests_for(engine, test_rows: list[dict], n: int, seed: int, bars: int = B
 
 
 def adherence(requests, scores: list[Score], classifier: S.StyleClassifier | None) -> dict:
-    """Control adherence of generated scores to their requests."""
-    in_groups = total = drums_ok = bars_ok = 0
+    """Control adherence of generated scores to their requests.  `heard`: every requested part (each
+    group, and drums if asked) plays in both halves of the piece, so none is missing or dies out."""
+    in_groups = total = drums_ok = bars_ok = heard = 0
     style_hits, style_n = 0, 0
     predicted = classifier.predict_styles(scores) if classifier is not None else [None] * len(scores)
     for req, s, pred in zip(requests, scores, predicted):
@@ -149,12 +150,14 @@ def adherence(requests, scores: list[Score], classifier: S.StyleClassifier | Non
         drums_ok += int(s.has_drums == req.drums)
         steps = req.bars * V.STEPS_PER_BAR
         bars_ok += int(s.length == steps and (not len(s.notes) or int(s.notes["onset"].max()) < steps))
+        half = s.notes["onset"] < steps // 2
+        heard += int(all(set(allowed) <= set(g[h].tolist()) for h in (half, ~half)))
         if req.style is not None and pred is not None:
             style_n += 1
             style_hits += int(pred == req.style)
     n = max(1, len(scores))
     return {"group_share": in_groups / total if total else float("nan"), "drums_iff": drums_ok / n,
-            "bars_exact": bars_ok / n, "style": style_hits / style_n if style_n else float("nan"),
+            "bars_exact": bars_ok / n, "heard": heard / n, "style": style_hits / style_n if style_n else float("nan"),
             "style_n": style_n}
 
 
@@ -309,7 +312,8 @@ def render_markdown(r: dict) -> str:
          *[f"- engine `{n}` not evaluated: {why}" for n, why in r.get("unavailable", {}).items()],
          "## Summary", ""]
     feats = M.SCALAR_FEATURES
-    head = (["set"] + [SHORT[k] for k in feats] + ["OA", "KL", "in groups", "drums iff", "bars exact", "style",
+    head = (["set"] + [SHORT[k] for k in feats] + ["OA", "KL", "in groups", "drums iff", "all parts heard",
+            "bars exact", "style",
             "s / 8-bar variant", "test loss", "token acc", "bits/note"])
     L.append("| " + " | ".join(head) + " |")
     L.append("|" + "---|" * len(head))
@@ -318,9 +322,10 @@ def render_markdown(r: dict) -> str:
         cells = [name] + [_f(summ[k], ".2f") for k in feats]
         cells += [_f(mean_oa(cmp)) if cmp else "1 (ref.)", _f(mean_kl(cmp)) if cmp else "0 (ref.)"]
         if adh:
-            cells += [_pct(adh["group_share"]), _pct(adh["drums_iff"]), _pct(adh["bars_exact"]), _pct(adh["style"])]
+            cells += [_pct(adh["group_share"]), _pct(adh["drums_iff"]), _pct(adh["heard"]), _pct(adh["bars_exact"]),
+                      _pct(adh["style"])]
         else:
-            cells += ["—", "—", "—", _pct(style) if style is not None else "—"]
+            cells += ["—", "—", "—", "—", _pct(style) if style is not None else "—"]
         cells += [_f(speed, ".2f") if speed is not None else "—"]
         cells += ([_f(model["loss"], ".4f"), _pct(model["accuracy"]), _f(model["bits_per_note"], ".2f")]
                   if model else ["—", "—", "—"])
@@ -331,7 +336,8 @@ def render_markdown(r: dict) -> str:
     for e in r["engines"]:
         row(e["name"], e["summary"], e["compare"], e["adherence"], e["seconds_per_variant"], e["model"])
     L += ["", "Style column: share of generated pieces the style classifier assigns the requested style "
-          "(real row: the classifier's accuracy on the same real test excerpts). Feature columns are means.", ""]
+          "(real row: the classifier's accuracy on the same real test excerpts). All parts heard: every "
+          "requested group, and drums if asked, plays in both halves of the piece. Feature columns are means.", ""]
 
     L += ["## Per feature: OA / KL against the real test excerpts", ""]
     names = ["real train"] + [e["name"] for e in r["engines"]]

@@ -410,7 +410,7 @@ def derived_segments(data: str | Path, cfg: StyleVAEConfig, splits=("train", "va
                          if len(e)]
             arr = np.stack(segs) if segs else np.zeros((0, cfg.max_events + HEADER, 3), np.int16)
             d.mkdir(parents=True, exist_ok=True)
-            tmp = d / f".{split}.tmp.npy"
+            tmp = d / f".{split}.{os.getpid()}.tmp.npy"  # two runs may build it at once
             np.save(tmp, arr)
             os.replace(tmp, path)
             log.info("style-vae %s: %d segments in %.1fs", split, len(arr), time.time() - t0)

@@ -45,3 +45,25 @@ def test_report_end_to_end(corpus, tiny_checkpoint_root, tmp_path):
     assert 0.0 <= eng["compare"]["polyphony"]["oa"] <= 1.0
     assert rep["train"]["compare"]["pitch_class_entropy"]["oa"] > 0.5
     assert rep["n_real"] == 16 and rep["classifier"]["real_test_n"] == 16
+
+
+def test_adherence_counts_parts_heard_in_both_halves():
+    import numpy as np
+
+    from evaluation.report import adherence
+    from model.engine import GenerationRequest
+    from tokenizer import Score, make_notes
+    from tokenizer import vocab as V
+
+    bar = V.STEPS_PER_BAR
+    req = GenerationRequest(groups=("piano", "bass"), drums=True, bars=4).validate()
+
+    def score(parts):  # parts: (group, onset bar)
+        g, b = np.array([p[0] for p in parts]), np.array([p[1] for p in parts])
+        return Score(make_notes(b * bar, np.full(len(b), 8), 10, g, np.full(len(b), 40)), length=4 * bar)
+
+    piano, bass, drums = V.GROUPS.index("piano"), V.GROUPS.index("bass"), V.DRUM_GROUP
+    full = score([(piano, 0), (bass, 0), (drums, 1), (piano, 2), (bass, 3), (drums, 3)])
+    drums_die = score([(piano, 0), (bass, 0), (drums, 1), (piano, 2), (bass, 3)])
+    adh = adherence([req, req], [full, drums_die], None)
+    assert adh["heard"] == 0.5 and adh["drums_iff"] == 1.0 and adh["group_share"] == 1.0
