@@ -361,6 +361,5 @@ def n_windows(bars: int) -> int:
     return math.ceil(bars / BARS_PER_WINDOW)
 
 
-
 __all__ = ["TRACKS", "WINDOW", "derived_pairs", "WindowPairs", "density_thresholds", "f1_sums", "f1",
            "start_windows", "windows_to_scores", "output_groups", "reference_set", "start_set"]
