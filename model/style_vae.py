@@ -94,9 +94,8 @@ class StyleVAEConfig:
     position: bool = False
     transpose: int = 5  # augmentation: pitched notes moved by -transpose..+transpose+1 semitones
     chain_rho: float = 0.8  # correlation of neighbouring segments' z_c at generation
-    # At generation a segment may end (EOS) only once its last event is this far into it.  The decoder does
-    # not know its position, so left alone it ends half its segments before 3/4 and leaves a hole every
-    # segment; real segments play on to 0.96 of their length on average.
+    # At generation a segment may end (EOS) only once its last event is this far into it: a safety net for
+    # models without `position`, which ended half their segments before 3/4, leaving a hole every segment.
     eos_from: float = 0.875
     dropout: float = 0.1
 
