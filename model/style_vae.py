@@ -310,10 +310,10 @@ class StyleVAE(nn.Module):
     # -- generation ------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, z: torch.Tensor, params: SamplingParams, allowed_pitch: torch.Tensor,
-               generator: torch.Generator | None = None) -> list[np.ndarray]:
+               generator: torch.Generator | None = None, eos_from: float | None = None) -> list[np.ndarray]:
         """z (B, Z) -> per row the sampled events (n, 3).  Shifts keep events inside the segment, EOS
-        waits until the segment is `cfg.eos_from` done; the pitch softmax is limited to `allowed_pitch`
-        (N_PITCH,) bool."""
+        waits until the segment is `eos_from` (default `cfg.eos_from`) done; the pitch softmax is limited
+        to `allowed_pitch` (N_PITCH,) bool."""
         cfg = self.cfg
         B = z.shape[0]
         state = self.init_state(z)
@@ -322,7 +322,7 @@ class StyleVAE(nn.Module):
         done = torch.zeros(B, dtype=torch.bool)
         rows: list[list[tuple[int, int, int]]] = [[] for _ in range(B)]
         shifts = torch.arange(cfg.n_shift)
-        eos_at = int(cfg.eos_from * cfg.segment_steps)
+        eos_at = int((cfg.eos_from if eos_from is None else eos_from) * cfg.segment_steps)
         neg = float("-inf")
         for _ in range(cfg.max_events):
             inp = torch.cat([x, z[:, None]], -1) if cfg.z_every_step else x
@@ -584,11 +584,8 @@ def generated_fill(model: StyleVAE, seed: int, n: int = 64, temperature: float =
     gen = torch.Generator().manual_seed(seed)
     z_cat = F.one_hot(torch.arange(n) % cfg.n_styles, cfg.n_styles).float()
     z = torch.cat([torch.randn(n, cfg.z_content, generator=gen), model.style_vector(z_cat)], -1)
-    model.cfg = replace(cfg, eos_from=0.0)
-    try:
-        rows = model.decode(z, SamplingParams(temperature, 1.0, 0, seed), torch.ones(N_PITCH, dtype=torch.bool), gen)
-    finally:
-        model.cfg = cfg
+    rows = model.decode(z, SamplingParams(temperature, 1.0, 0, seed), torch.ones(N_PITCH, dtype=torch.bool), gen,
+                        eos_from=0.0)
     packed = np.stack([pack_segment(r, 0, cfg.max_events) for r in rows])
     return segment_fill(packed, cfg.segment_steps)
 
