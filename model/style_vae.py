@@ -577,15 +577,16 @@ def segment_fill(packed: np.ndarray, seg_steps: int) -> float:
     return float(((shifts.sum(1) + 1) / seg_steps).mean()) if keep.any() else float("nan")
 
 
-def generated_fill(model: StyleVAE, seed: int, n: int = 64, temperature: float = 1.0) -> float:
-    """segment_fill of n generated segments (styles in turn) where the model ends each segment itself
-    (no `eos_from` rule): does it know where a segment ends?"""
+def generated_fill(model: StyleVAE, seed: int, n: int = 64, temperature: float = 1.0,
+                   eos_from: float | None = 0.0) -> float:
+    """segment_fill of n generated segments (styles in turn).  By default the model ends each segment
+    itself (eos_from 0: does it know where a segment ends?); None applies the engine's `eos_from` rule."""
     cfg = model.cfg
     gen = torch.Generator().manual_seed(seed)
     z_cat = F.one_hot(torch.arange(n) % cfg.n_styles, cfg.n_styles).float()
     z = torch.cat([torch.randn(n, cfg.z_content, generator=gen), model.style_vector(z_cat)], -1)
     rows = model.decode(z, SamplingParams(temperature, 1.0, 0, seed), torch.ones(N_PITCH, dtype=torch.bool), gen,
-                        eos_from=0.0)
+                        eos_from=eos_from)
     packed = np.stack([pack_segment(r, 0, cfg.max_events) for r in rows])
     return segment_fill(packed, cfg.segment_steps)
 
@@ -697,7 +698,8 @@ def main(argv=None) -> int:
                               "reconstruction": rec, **sty, "chance": 1 / max(1, len(sty["per_style"])),
                               "style_accuracy_by_temperature": {t: r["style_accuracy"] for t, r in by_t.items()},
                               "segment_fill": {"real": segment_fill(segs, model.cfg.segment_steps),
-                                               "generated, own ending": generated_fill(model, args.seed)},
+                                               "generated, own ending": generated_fill(model, args.seed),
+                                               "generated, as the engine": generated_fill(model, args.seed, eos_from=None)},
                               "seconds": round(time.perf_counter() - t0, 1)}), flush=True)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

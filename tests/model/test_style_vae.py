@@ -298,6 +298,7 @@ def test_evaluate_cli_prints_both_measures(runs, vae_corpus, tmp_path, capsys):
         assert x["style_accuracy_by_temperature"]["1.0"] == x["style_accuracy"]
         fill = x["segment_fill"]  # the tiny corpus' real segments are all cut at max_events: no real figure
         assert 0 < fill["generated, own ending"] <= 1 and (math.isnan(fill["real"]) or 0 < fill["real"] <= 1)
+        assert 0 < fill["generated, as the engine"] <= 1  # the rule itself: test_segments_play_on_until_eos...
 
 
 def test_segment_fill():
