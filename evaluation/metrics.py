@@ -1,4 +1,4 @@
-"""Objective music metrics on Score note arrays (DESIGN.md section 7).
+"""Objective music metrics on Score note arrays (pitch classes, scale, groove, density, ...).
 
 Each metric is a small pure function of a note array (tokenizer.score.NOTE_DTYPE: onset and duration
 in 1/32-note steps, velocity level, group 0..11 with 11 = drums, pitch), plus the bar length or the

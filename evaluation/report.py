@@ -1,4 +1,4 @@
-"""The evaluation report: every engine against held-out real music (DESIGN.md section 7).
+"""The evaluation report: every engine against held-out real music (the test split).
 
     python -m evaluation.report --engines all --pieces 100 --out runs/eval [--run runs/transformer-cpu]
 
@@ -105,7 +105,7 @@ def sample_rows(rows: list[dict], n: int, seed: int) -> list[dict]:
 
 
 def real_excerpts(data, split: str, n: int, seed: int) -> list[tuple[dict, Score]]:
-    from training.corpus import load_split
+    from training.data import load_split
 
     _, rows = load_split(data, split)
     pairs = S.corpus_scores(data, split, sample_rows(rows, n, seed))
@@ -161,45 +161,51 @@ def adherence(requests, scores: list[Score], classifier: S.StyleClassifier | Non
             "style_n": style_n}
 
 
-def model_metrics(engine, data, max_windows: int | None, batch: int) -> dict | None:
-    """Held-out loss etc. for engines backed by a transformer checkpoint (training.evaluate)."""
-    from model.transformer import TransformerEngine
-    from training.evaluate import evaluate_checkpoint
+def held_out_metrics(name: str, engine, data, max_items: int | None, batch: int) -> dict:
+    """The engine family's held-out figures on the test split (training.tasks, the same figures as
+    `python -m training.evaluate`): loss, accuracy, ... for every engine."""
+    from training.tasks import evaluate_checkpoint
 
-    if not isinstance(engine, TransformerEngine):
-        return None
-    return evaluate_checkpoint(engine.source, data, "test", batch=batch, max_windows=max_windows)
+    opts = {"batch": batch} if name == "transformer" else {}
+    return evaluate_checkpoint(name, engine.source, data, "test", max_items=max_items, **opts)
 
 
-def held_out_metrics(engine, data, max_windows: int | None) -> dict | None:
-    """Engine-specific held-out figures (e.g. a VAE's reconstruction accuracy and KL), for engines that
-    provide `held_out_metrics(data, split, max_items) -> {label: value}`."""
-    fn = getattr(engine, "held_out_metrics", None)
-    return fn(data, "test", max_windows) if fn is not None else None
+def parse_engines(spec: str) -> list[tuple[str, str | None]]:
+    """'all' or 'transformer,cnn' or 'transformer=checkpoints/transformer,transformer=runs/x/best' ->
+    [(engine name, checkpoint or None)]: the same engine may appear with several checkpoints."""
+    from model.engine import engine_names
+
+    if spec == "all":
+        return [(n, None) for n in engine_names()]
+    out = []
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        name, _, ckpt = item.partition("=")
+        out.append((name.strip(), ckpt.strip() or None))
+    return out
 
 
 def run_engine(name: str, test_rows, n: int, seed: int, classifier, data, max_windows, batch,
-               with_model_metrics: bool = True, **overrides) -> dict:
+               with_model_metrics: bool = True, checkpoint: str | None = None, **overrides) -> dict:
     from model.engine import get_engine
 
     t = time.perf_counter()
-    engine = get_engine(name)
+    engine = get_engine(name, checkpoint)
     load_s = time.perf_counter() - t
     reqs = requests_for(engine, test_rows, n, seed, **overrides)
-    scores, gen_s, tokens = [], 0.0, 0
+    scores, gen_s, units = [], 0.0, 0
     for i, req in enumerate(reqs):
         t = time.perf_counter()
         out = engine.generate(req)
         gen_s += time.perf_counter() - t
-        tokens += int((getattr(engine, "last_stats", None) or {}).get("tokens", 0))
+        units += int(engine.last_stats.get(engine.unit, 0))
         scores.append(out[0])
         log.info("%s: %d/%d generated", name, i + 1, n)
-    res = {"name": name, "requests": reqs, "scores": scores, "load_seconds": load_s,
-           "seconds_per_variant": gen_s / max(1, len(scores)),
-           "tokens_per_second": tokens / gen_s if tokens and gen_s > 0 else None,
+    label = name if checkpoint is None else f"{name} ({checkpoint})"
+    res = {"name": label, "engine": name, "checkpoint": engine.source, "requests": reqs, "scores": scores,
+           "load_seconds": load_s, "seconds_per_variant": gen_s / max(1, len(scores)),
+           "units_per_second": units / gen_s if units and gen_s > 0 else None, "unit": engine.unit,
            "adherence": adherence(reqs, scores, classifier), "description": engine.description}
-    res["model"] = model_metrics(engine, data, max_windows, batch) if with_model_metrics else None
-    res["held_out"] = held_out_metrics(engine, data, max_windows) if with_model_metrics else None
+    res["held_out"] = held_out_metrics(name, engine, data, max_windows, batch) if with_model_metrics else None
     return res
 
 
@@ -328,13 +334,13 @@ def render_markdown(r: dict) -> str:
             cells += ["—", "—", "—", "—", _pct(style) if style is not None else "—"]
         cells += [_f(speed, ".2f") if speed is not None else "—"]
         cells += ([_f(model["loss"], ".4f"), _pct(model["accuracy"]), _f(model["bits_per_note"], ".2f")]
-                  if model else ["—", "—", "—"])
+                  if model and "bits_per_note" in model else ["—", "—", "—"])
         L.append("| " + " | ".join(cells) + " |")
 
     row("real test (reference)", r["real"]["summary"], None, style=r["classifier"]["real_test_accuracy"])
     row("real train (ceiling)", r["train"]["summary"], r["train"]["compare"])
     for e in r["engines"]:
-        row(e["name"], e["summary"], e["compare"], e["adherence"], e["seconds_per_variant"], e["model"])
+        row(e["name"], e["summary"], e["compare"], e["adherence"], e["seconds_per_variant"], e["held_out"])
     L += ["", "Style column: share of generated pieces the style classifier assigns the requested style "
           "(real row: the classifier's accuracy on the same real test excerpts). All parts heard: every "
           "requested group, and drums if asked, plays in both halves of the piece. Feature columns are means.", ""]
@@ -369,27 +375,21 @@ def render_markdown(r: dict) -> str:
                                           "note_density")) + f" (n={d['pieces']})")
         L.append(f"| {g} | " + " | ".join(cells) + " |")
 
-    L += ["", "## Model metrics (test split)", ""]
-    any_model = False
-    for e in r["engines"]:
-        m = e["model"]
-        if not m:
-            continue
-        any_model = True
+    L += ["", "## Model metrics (test split)", "",
+          "The engines' held-out figures, as `python -m training.evaluate` gives them.", ""]
+    lm = [e for e in r["engines"] if e.get("held_out") and "bits_per_note" in e["held_out"]]
+    for e in lm:
+        m = e["held_out"]
         L += [f"**{e['name']}** (`{m['checkpoint']}`, {m['dtype']}, {m['windows']} windows, {m['tokens']} tokens, "
               f"{m['seconds']} s): loss {m['loss']:.4f}, token accuracy {100 * m['accuracy']:.2f}%, perplexity "
               f"shift {m['ppl_shift']:.2f} / durvel {m['ppl_durvel']:.2f} / grouppitch {m['ppl_grouppitch']:.2f}, "
               f"{m['bits_per_note']:.2f} bits per note.", ""]
-    if not any_model:
-        L += ["No engine with a transformer checkpoint was evaluated.", ""]
-    held = [e for e in r["engines"] if e.get("held_out")]
-    if held:
-        L += ["Other engines' held-out figures (reconstruction accuracy per feature, KL of the latent, where the "
-              "engine is a VAE):", ""]
-        for e in held:
+    for e in r["engines"]:
+        if e.get("held_out") and e not in lm:
             L.append(f"- **{e['name']}**: " + ", ".join(
-                f"{k} {_f(v, '.4f') if isinstance(v, float) else v}" for k, v in e["held_out"].items()))
-        L.append("")
+                f"{k} {_f(v, '.4f') if isinstance(v, float) else v}" for k, v in e["held_out"].items()
+                if k not in ("engine", "checkpoint", "split")))
+    L.append("")
 
     c = r["classifier"]
     L += ["## Style classifier", "",
@@ -401,7 +401,7 @@ def render_markdown(r: dict) -> str:
 
     L += ["## Engines", ""]
     for e in r["engines"]:
-        tps = f", {e['tokens_per_second']:.0f} tokens/s" if e.get("tokens_per_second") else ""
+        tps = f", {e['units_per_second']:.0f} {e['unit']}/s" if e.get("units_per_second") else ""
         L.append(f"- **{e['name']}**: {e['description']} Load {e['load_seconds']:.1f} s, "
                  f"{e['seconds_per_variant']:.2f} s per 8-bar variant{tps} (one variant per call).")
     L += ["", "## Plots", ""]
@@ -435,9 +435,7 @@ def load_or_train_classifier(path, data, seed: int) -> tuple[S.StyleClassifier, 
 
 
 def build_report(args) -> dict:
-    from model.engine import engine_names
-
-    names = engine_names() if args.engines == "all" else [e.strip() for e in args.engines.split(",") if e.strip()]
+    names = parse_engines(args.engines)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     n_real = args.real_pieces or max(args.pieces, 100)
@@ -453,8 +451,8 @@ def build_report(args) -> dict:
     acc = S.accuracy_report(clf, Xr, yr)
 
     engines, unavailable = [], {}
-    for name in names:
-        log.info("engine %s", name)
+    for name, checkpoint in names:
+        log.info("engine %s %s", name, checkpoint or "")
         if args.engines == "all":  # with "all", an engine whose checkpoint is missing is listed, not fatal
             from model.engine import get_engine
 
@@ -465,7 +463,7 @@ def build_report(args) -> dict:
                 unavailable[name] = str(err)
                 continue
         e = run_engine(name, [r for r, _ in real], args.pieces, args.seed, clf, args.data, args.model_windows,
-                       args.batch, with_model_metrics=not args.no_model_metrics)
+                       args.batch, with_model_metrics=not args.no_model_metrics, checkpoint=checkpoint)
         t = feature_table(e["scores"])
         e.update({"table": t, "summary": summary(t), "compare": compare_tables(real_t, t),
                   "groups": group_summary(e["scores"])})
@@ -504,14 +502,17 @@ def build_report(args) -> dict:
         for i, s in enumerate(e["scores"][: args.save_midi]):
             from tokenizer.score import to_midi_bytes
 
-            (out / f"{e['name']}_{i:03d}.mid").write_bytes(to_midi_bytes(s))
+            stem = e["engine"] if e["name"] == e["engine"] else f"{e['engine']}_{engines.index(e)}"
+            (out / f"{stem}_{i:03d}.mid").write_bytes(to_midi_bytes(s))
     return report
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--engines", default="all", help='"all" or a comma-separated list of engine names')
+    ap.add_argument("--engines", default="all",
+                    help='"all", or a comma-separated list of engine names, each optionally NAME=CHECKPOINT '
+                         '(the same engine may be listed with several checkpoints, side by side)')
     ap.add_argument("--pieces", type=int, default=100, help="generated pieces per engine (seeds 0..N-1)")
     ap.add_argument("--out", default="runs/eval")
     ap.add_argument("--data", default="data/corpus")
@@ -519,7 +520,8 @@ def main(argv=None) -> int:
     ap.add_argument("--real-pieces", type=int, default=None, help="real test (and train) excerpts; default max(N, 100)")
     ap.add_argument("--style-classifier", default=str(Path(__file__).resolve().parent.parent / "checkpoints"
                                                       / "style_classifier"))
-    ap.add_argument("--model-windows", type=int, default=64, help="cap on test windows for the model metrics")
+    ap.add_argument("--model-windows", type=int, default=64,
+                    help="cap on test windows / pairs / segments for the held-out model metrics")
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--no-model-metrics", action="store_true")
     ap.add_argument("--save-midi", type=int, default=4, help="MIDI files of the first K pieces per engine")

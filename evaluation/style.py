@@ -109,7 +109,7 @@ def excerpt(score: Score, start_bar: int = 0, bars: int = EXCERPT_BARS) -> Score
 
 def corpus_scores(data, split: str, rows: list[dict] | None = None) -> list[tuple[dict, Score]]:
     """(index row, full Score) for the pieces of a split (or the given rows of it)."""
-    from training.corpus import load_split, piece_tokens
+    from training.data import load_split, piece_tokens
 
     toks, index = load_split(data, split)
     rows = index if rows is None else rows
@@ -238,7 +238,7 @@ def accuracy_report(clf: StyleClassifier, X: np.ndarray, y: np.ndarray) -> dict:
 
 def train_from_corpus(data, limit: int | None = None, hidden: int = 64, steps: int = 400, seed: int = 0) -> StyleClassifier:
     """Train on the train split (optionally a fixed-seed sample of `limit` pieces), score on test."""
-    from training.corpus import load_split
+    from training.data import load_split
 
     _, rows = load_split(data, "train")
     if limit is not None and limit < len(rows):

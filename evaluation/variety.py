@@ -1,7 +1,7 @@
 """How much do an engine's outputs vary?  Mean pairwise distances between generated pianorolls.
 
-Two figures per engine (seed 001 reports that the CNN's output hardly changes with its start and that
-the VAE-NN's latent noise fixes this):
+Two figures per engine (the MusicGenDL study behind the cnn and vae-nn engines reports that the CNN's
+output hardly changes with its start and that the VAE-NN's latent noise fixes this):
 - same start: the variants generated from one start (a held-out window given as the prompt), their
   mean pairwise distance, averaged over the starts;
 - different starts: one output per start (same seed), their mean pairwise distance.

@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tempfile
+from dataclasses import fields
 from pathlib import Path
 
 import torch
@@ -28,6 +29,16 @@ INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".scale"
 # Shipped checkpoints; MIDI_BANGERS_CHECKPOINTS points every engine at another root (tests, a Hub cache).
 CHECKPOINT_ROOT = Path(os.environ.get("MIDI_BANGERS_CHECKPOINTS")
                        or Path(__file__).resolve().parent.parent / "checkpoints")
+
+
+class Config:
+    """Base of every model config dataclass: rebuilt from the JSON a checkpoint stores (unknown keys,
+    e.g. from a newer version, are ignored)."""
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,8 +138,25 @@ def load_checkpoint(source: str | os.PathLike,
     return decode_state(load_file(str(d / WEIGHTS_NAME))), config
 
 
-def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str) -> Path:
-    """Re-store a checkpoint in another dtype (e.g. a training run's best/ as int8 for shipping)."""
+def is_shipped(path: str | os.PathLike) -> bool:
+    """Is `path` a folder under the shipped checkpoints root?"""
+    try:
+        Path(path).resolve().relative_to(CHECKPOINT_ROOT.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str, replace_shipped: bool = False,
+            force: bool = False) -> Path:
+    """Re-store a checkpoint in another dtype (e.g. a training run's best/ as int8 for shipping).
+    An existing `dst` is replaced only with `force`, and a shipped checkpoint only with `replace_shipped`."""
+    if Path(dst).exists():
+        if is_shipped(dst) and not replace_shipped:
+            raise ValueError(f"{dst} is a shipped checkpoint; pass --replace-shipped to overwrite it (only with a "
+                             "model measured better on the test split), or write to runs/ instead")
+        if not is_shipped(dst) and not force:
+            raise ValueError(f"{dst} already exists; pass --force to overwrite it, or choose another folder")
     state, config = load_checkpoint(src)
     config = {k: v for k, v in config.items() if k != "dtype"}
     return save_checkpoint(dst, state, config, dtype=dtype)
@@ -136,36 +164,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: str) -> Path:
 
 def folder_bytes(directory: str | os.PathLike) -> int:
     return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
-
-
-def evaluate_main(argv, prog: str, what: str, names, evaluate, limit: str = "max_pairs") -> int:
-    """`python -m model.X evaluate CKPT ...`, shared by the engine modules: one JSON line of held-out
-    figures per checkpoint; an engine name from `names` stands for its shipped checkpoint.
-    `evaluate(source, data, split, **{limit: N})` computes the figures."""
-    import argparse
-    import sys
-
-    p = argparse.ArgumentParser(prog=prog)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    e = sub.add_parser("evaluate", help=what)
-    e.add_argument("checkpoints", nargs="+", help=f"checkpoint folders or Hub repo ids, or {' / '.join(names)} "
-                                                  "(the shipped checkpoint)")
-    e.add_argument("--data", default="data/corpus")
-    e.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    e.add_argument("--" + limit.replace("_", "-"), dest=limit, type=int, default=None, help="measure at most N items")
-    e.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        for c in args.checkpoints:
-            src = shipped(c) if c in names else c
-            print(json.dumps(evaluate(src, args.data, args.split, **{limit: getattr(args, limit)})), flush=True)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def main(argv=None) -> int:
@@ -178,9 +176,12 @@ def main(argv=None) -> int:
     c.add_argument("src")
     c.add_argument("dst")
     c.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="int8")
+    c.add_argument("--force", action="store_true", help="overwrite an existing destination folder")
+    c.add_argument("--replace-shipped", action="store_true",
+                   help="allow overwriting a shipped checkpoint under checkpoints/")
     args = p.parse_args(argv)
     try:
-        out = convert(args.src, args.dst, args.dtype)
+        out = convert(args.src, args.dst, args.dtype, replace_shipped=args.replace_shipped, force=args.force)
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """The one interface every engine implements, and the registry that maps names to engines.
 
     engine = get_engine("transformer")          # loads its shipped checkpoint on first use
+    engine = get_engine("cnn", "runs/cnn/best")  # or any checkpoint folder / Hub repo id
     scores = engine.generate(GenerationRequest(groups=("piano", "bass"), drums=True, bars=8))
 
 Each engine declares the controls it supports (`Engine.controls`); the page and the CLI show only
@@ -10,80 +11,29 @@ those.  `GenerationRequest.validate()` gives one clear ValueError for out-of-ran
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from dataclasses import dataclass, field, replace
+import time
+from dataclasses import replace
 from typing import Callable, ClassVar
 
 from tokenizer import Score
-from tokenizer import vocab as V
+
+from . import checkpoint as ckpt
+from .request import (  # noqa: F401  (re-exported: the limits are part of the engine interface)
+    ALL_CONTROLS, MAX_BARS, MAX_BPM, MAX_NOISE_SD, MAX_TEMPERATURE, MAX_TOP_K, MAX_VARIANTS, MIN_BPM,
+    MIN_TEMPERATURE, GenerationRequest)
 
 log = logging.getLogger(__name__)
 
-# Limits shared by the page, the CLI and the API.
-MAX_BARS = 64
-MAX_VARIANTS = 8
-MIN_BPM, MAX_BPM = 40, 240
-MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
-MAX_TOP_K = V.VOCAB_SIZE
-
-# Control names an engine may declare.  The last three are engine options carried in
-# GenerationRequest.extra: "noise_sd" (float, latent noise), "alpha" (float 0..1, pull towards the
-# reference), "reference" (a built-in reference name from Engine.references, or an uploaded Score).
-ALL_CONTROLS = ("groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm",
-                "style", "prompt", "noise_sd", "alpha", "reference")
-MAX_NOISE_SD = 2.0
-
-
-@dataclass(frozen=True)
-class GenerationRequest:
-    groups: tuple[str, ...] = ("piano",)  # pitched group names (vocab.PITCHED_GROUPS)
-    drums: bool = True
-    bars: int = 8
-    variants: int = 1
-    temperature: float = 1.0
-    top_p: float = 0.95
-    top_k: int = 0  # 0 = off
-    seed: int = 0
-    bpm: float = 120.0
-    style: str | None = None
-    prompt: Score | None = None  # continue this score (already cut to the bars to keep)
-    extra: dict = field(default_factory=dict)  # engine-specific controls
-
-    def validate(self) -> "GenerationRequest":
-        """Return a normalized copy or raise ValueError with a message for a person."""
-        groups = tuple(dict.fromkeys(g.strip().lower() for g in self.groups if g and g.strip()))
-        groups = tuple(g for g in groups if g != "drums")  # drums are their own switch
-        for g in groups:
-            if g not in V.PITCHED_GROUPS:
-                raise ValueError(f"unknown instrument group {g!r}; choose from {', '.join(V.PITCHED_GROUPS)}")
-        if not groups and not self.drums:
-            raise ValueError("choose at least one instrument group or turn drums on")
-        if not (isinstance(self.bars, int) and 1 <= self.bars <= MAX_BARS):
-            raise ValueError(f"length must be 1 to {MAX_BARS} bars (got {self.bars})")
-        if not (isinstance(self.variants, int) and 1 <= self.variants <= MAX_VARIANTS):
-            raise ValueError(f"variants must be 1 to {MAX_VARIANTS} (got {self.variants})")
-        if not (MIN_TEMPERATURE <= float(self.temperature) <= MAX_TEMPERATURE):
-            raise ValueError(f"temperature must be {MIN_TEMPERATURE} to {MAX_TEMPERATURE} (got {self.temperature})")
-        if not (0.0 < float(self.top_p) <= 1.0):
-            raise ValueError(f"top-p must be above 0 and at most 1 (got {self.top_p})")
-        if not (isinstance(self.top_k, int) and 0 <= self.top_k <= MAX_TOP_K):
-            raise ValueError(f"top-k must be 0 (off) to {MAX_TOP_K} (got {self.top_k})")
-        if not (isinstance(self.seed, int) and 0 <= self.seed < 2**32):
-            raise ValueError(f"seed must be a whole number from 0 to {2**32 - 1} (got {self.seed})")
-        if not (MIN_BPM <= float(self.bpm) <= MAX_BPM):
-            raise ValueError(f"BPM must be {MIN_BPM} to {MAX_BPM} (got {self.bpm})")
-        if self.style is not None and self.style not in V.STYLES:
-            raise ValueError(f"unknown style {self.style!r}; choose from {', '.join(V.STYLES)}")
-        return replace(self, groups=groups, temperature=float(self.temperature), top_p=float(self.top_p),
-                       bpm=float(self.bpm))
-
-    @property
-    def group_ids(self) -> list[int]:
-        return [V.GROUPS.index(g) for g in self.groups]
-
 
 class Engine:
-    """Base class.  Subclasses set `name`, `description`, `controls` and implement `generate`."""
+    """Base class of every engine: loads its checkpoint, checks the engine name, locks and times generation.
+
+    A subclass sets `name`, `description`, `controls`, `config_class`, `build` (config -> network) and
+    implements `_generate(request, progress) -> (scores, stats)`, where `stats["count"]` is how many
+    `unit`s (tokens, frames, windows, events) it produced.  `load()` may be extended (the transformer
+    builds its fast decoder there)."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
@@ -91,9 +41,45 @@ class Engine:
     styles: tuple[str, ...] = ()  # styles this engine knows (subset of vocab.STYLES)
     references: tuple[str, ...] = ()  # built-in reference songs (engines with the "reference" control)
     prompt_use: ClassVar[str] = "continuing"  # what the engine does with an uploaded MIDI (for summaries)
+    unit: ClassVar[str] = "tokens"  # what `last_stats` counts
+    config_class: ClassVar[type | None] = None  # the model config dataclass (a checkpoint.Config)
+    build: ClassVar[Callable | None] = None  # config -> nn.Module (set as staticmethod)
+
+    def __init__(self, source: str | os.PathLike | None = None):
+        """`source`: a checkpoint folder or a Hugging Face Hub repo id; None: the shipped checkpoint.
+        A folder that does not exist is a FileNotFoundError; another engine's checkpoint a ValueError."""
+        source = ckpt.shipped(self.name, source)
+        state, config = ckpt.load_checkpoint(source, engine=self.name)
+        self.source = str(source)
+        self.config = config
+        self.meta = config.get("meta", {})
+        self.last_stats: dict = {}
+        self._lock = threading.Lock()  # one generation at a time per engine (caches, generators)
+        self.load(state, config)
+
+    def load(self, state: dict, config: dict) -> None:
+        """Build the network from the stored config and load the weights (eval mode)."""
+        self.cfg = self.config_class.from_dict(config["model"])
+        self.model = type(self).build(self.cfg)
+        self.model.load_state_dict(state)
+        self.model.eval()
 
     def generate(self, request: GenerationRequest, progress: Callable[[float], None] | None = None) -> list[Score]:
+        req = request.validate()
+        with self._lock:
+            t0 = time.perf_counter()
+            scores, stats = self._generate(req, progress)
+            dt = time.perf_counter() - t0
+        n = stats.pop("count")
+        self.last_stats = {"seconds": dt, self.unit: n, f"{self.unit}_per_s": n / max(dt, 1e-9), **stats}
+        return scores
+
+    def _generate(self, req: GenerationRequest, progress: Callable[[float], None] | None) -> tuple[list[Score], dict]:
         raise NotImplementedError
+
+    def speed(self) -> tuple[float, str]:
+        """(units per second of the last generation, the unit), e.g. (412.0, "tokens")."""
+        return float(self.last_stats.get(f"{self.unit}_per_s", 0.0)), self.unit
 
     def supports(self, control: str) -> bool:
         return control in self.controls
@@ -108,29 +94,38 @@ class Engine:
 
 
 # ---- registry -------------------------------------------------------------------------------
-_FACTORIES: dict[str, Callable[[], Engine]] = {}
-_INSTANCES: dict[str, Engine] = {}
+_CLASSES: dict[str, type[Engine]] = {}
+_INSTANCES: dict[tuple[str, str | None], Engine] = {}
 _LOCK = threading.Lock()
 
 
-def register(name: str, factory: Callable[[], Engine]) -> None:
-    """Register an engine factory (called once, lazily, on first use)."""
-    _FACTORIES[name] = factory
+def register(engine_class: type[Engine]) -> type[Engine]:
+    """Register an engine class under its `name` (usable as a class decorator); it is built lazily."""
+    _CLASSES[engine_class.name] = engine_class
+    return engine_class
 
 
 def engine_names() -> list[str]:
     _load_builtin()
-    return list(_FACTORIES)
+    return list(_CLASSES)
 
 
-def get_engine(name: str) -> Engine:
+def engine_class(name: str) -> type[Engine]:
     _load_builtin()
-    if name not in _FACTORIES:
-        raise ValueError(f"unknown engine {name!r}; available: {', '.join(_FACTORIES)}")
+    if name not in _CLASSES:
+        raise ValueError(f"unknown engine {name!r}; available: {', '.join(_CLASSES)}")
+    return _CLASSES[name]
+
+
+def get_engine(name: str, checkpoint: str | os.PathLike | None = None) -> Engine:
+    """The engine `name` with its shipped checkpoint, or with `checkpoint` (a folder or a Hub repo id).
+    Instances are built once and kept."""
+    cls = engine_class(name)
+    key = (name, None if checkpoint is None else str(checkpoint))
     with _LOCK:
-        if name not in _INSTANCES:
-            _INSTANCES[name] = _FACTORIES[name]()
-        return _INSTANCES[name]
+        if key not in _INSTANCES:
+            _INSTANCES[key] = cls(checkpoint)
+        return _INSTANCES[key]
 
 
 def _load_builtin() -> None:

@@ -4,7 +4,9 @@
         --variants 4 --temperature 1.0 --seed 7 --out DIR
 
 Writes one MIDI file per variant into DIR and prints one JSON line (files, notes per group, bars,
-seconds, tokens/s).  Bad arguments or input: exit status 2 and one clear line on stderr.
+seconds, and the engine's speed in its own unit: tokens, frames, windows or events per second).
+`--checkpoint DIR` works for every engine.  Bad arguments or input: exit status 2 and one clear line
+on stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 import sys
 import time
 from pathlib import Path
+
+import torch
 
 from tokenizer import MidiError, load_midi, write_midi
 from tokenizer import vocab as V
@@ -31,7 +35,9 @@ class _Parser(argparse.ArgumentParser):
 def parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m model.generate", description="Generate MIDI with a MIDI Bangers engine.")
     p.add_argument("--engine", default="transformer")
-    p.add_argument("--checkpoint", default=None, help="a checkpoint folder or a Hugging Face Hub repo id")
+    p.add_argument("--checkpoint", default=None,
+                   help="the engine's checkpoint: a folder or a Hugging Face Hub repo id (default: the shipped one)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     p.add_argument("--instruments", default="piano", help="comma-separated groups, e.g. piano,bass,strings")
     d = p.add_mutually_exclusive_group()
     d.add_argument("--drums", dest="drums", action="store_true", default=True)
@@ -71,13 +77,10 @@ def engine_options(args, engine) -> dict:
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     args = parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
-        if args.checkpoint and args.engine == "transformer":
-            from .transformer import TransformerEngine
-
-            engine = TransformerEngine(args.checkpoint)
-        else:
-            engine = get_engine(args.engine)
+        engine = get_engine(args.engine, args.checkpoint)
         prompt = None
         if args.prompt:
             if not 1 <= args.prompt_bars <= MAX_BARS:
@@ -106,12 +109,12 @@ def main(argv=None) -> int:
         path = out / f"{args.engine}_seed{seed}_v{i + 1}.mid"
         write_midi(s, path)
         files.append(str(path))
-    stats = getattr(engine, "last_stats", {}) or {}
+    per_s, unit = engine.speed()
     print(json.dumps({
         "engine": args.engine, "seed": seed, "files": files,
         "notes_per_group": [s.notes_per_group() for s in scores],
         "bars": [s.length // V.STEPS_PER_BAR if s.length else s.n_bars for s in scores],
-        "seconds": round(seconds, 3), "tokens_per_s": round(stats.get("tokens_per_s", 0.0), 1),
+        "seconds": round(seconds, 3), f"{unit}_per_s": round(per_s, 1),
     }))
     return 0
 

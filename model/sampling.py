@@ -1,6 +1,6 @@
 """Sampling, in one place: logit filters, the 3-token grammar, control masks, and the batched loop.
 
-Grammar (DESIGN.md section 4): after the control prefix, position mod 3 fixes the token type.
+Grammar: after the control prefix, position mod 3 fixes the token type.
 Controls hold by construction:
 - slot 2 allows only the requested groups (and drums only if asked);
 - every requested group (drums included) that has not played by the forcing point (the second bar,

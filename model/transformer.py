@@ -1,4 +1,4 @@
-"""The main engine (seed 002): an x-transformers decoder over the 3-token note vocabulary.
+"""The main engine: an x-transformers decoder over the 3-token note vocabulary.
 
 Training uses the stock x-transformers `TransformerWrapper` + `Decoder` (attn_flash=True: PyTorch
 SDPA, which runs FlashAttention kernels on CUDA).  Generation uses `FastDecoder`, a lean incremental
@@ -9,11 +9,8 @@ int8 dynamic quantization); `tests/model` checks that both give the same logits.
 from __future__ import annotations
 
 import logging
-import math
-import threading
-import time
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -34,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TransformerConfig:
+class TransformerConfig(ckpt.Config):
     vocab_size: int = V.VOCAB_SIZE
     dim: int = 512  # reference: 512
     depth: int = 12  # reference: 12 layers
@@ -42,11 +39,6 @@ class TransformerConfig:
     dim_head: int = 64
     max_seq_len: int = 1024  # reference trained 512 (+1); longer is better
     dropout: float = 0.0
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TransformerConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def n_params(self) -> int:
         inner = self.heads * self.dim_head
@@ -71,42 +63,6 @@ def build_model(cfg: TransformerConfig) -> TransformerWrapper:
             attn_flash=True, rotary_pos_emb=True, attn_dropout=cfg.dropout, ff_dropout=cfg.dropout,
         ),
     )
-
-
-# ---- loss for the shared training loop ------------------------------------------------------
-_SLOT_OF_TOKEN = torch.tensor([V.token_slot(t) for t in range(V.VOCAB_SIZE)], dtype=torch.long)
-
-
-def lm_loss(model: nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Next-token cross-entropy on windows (B, T+1); metrics summed (for exact averaging).
-
-    Returns (mean loss, sums) where sums has loss/correct/count overall and per slot."""
-    inp, tgt = batch[:, :-1], batch[:, 1:]
-    logits = model(inp)  # (B, T, V)
-    nll = F.cross_entropy(logits.float().transpose(1, 2), tgt, reduction="none")  # (B, T)
-    loss = nll.mean()
-    with torch.no_grad():
-        correct = (logits.argmax(-1) == tgt).float()
-        slot = _SLOT_OF_TOKEN.to(tgt.device)[tgt]
-        sums = {"nll": nll.detach().sum(), "correct": correct.sum(), "count": torch.tensor(float(tgt.numel()))}
-        for s, name in enumerate(V.SLOT_NAMES):
-            m = (slot == s).float()
-            sums[f"nll_{name}"] = (nll.detach() * m).sum()
-            sums[f"count_{name}"] = m.sum()
-    return loss, sums
-
-
-def summarize(sums: dict[str, float]) -> dict[str, float]:
-    """Loss, token accuracy, per-slot perplexity and bits per note from summed metrics."""
-    n = max(sums["count"], 1.0)
-    out = {"loss": sums["nll"] / n, "accuracy": sums["correct"] / n}
-    note_nll = 0.0
-    for name in V.SLOT_NAMES:
-        c = max(sums.get(f"count_{name}", 0.0), 1.0)
-        out[f"ppl_{name}"] = math.exp(min(sums.get(f"nll_{name}", 0.0) / c, 50.0))
-        note_nll += sums.get(f"nll_{name}", 0.0) / c
-    out["bits_per_note"] = note_nll / math.log(2)
-    return out
 
 
 # ---- fast incremental decoder ---------------------------------------------------------------
@@ -229,49 +185,31 @@ class FastDecoder(nn.Module):
 
 
 # ---- the engine -----------------------------------------------------------------------------
-DEFAULT_CHECKPOINT = ckpt.CHECKPOINT_ROOT / "transformer"
-
-
+@register
 class TransformerEngine(Engine):
     name = "transformer"
-    description = ("12-layer autoregressive transformer over a 3-token note scheme (seed 002); "
-                   "instrument and drum controls always hold (grammar-constrained decoding).")
+    description = ("12-layer autoregressive transformer over a 3-token note scheme (onset shift, duration and "
+                   "velocity, instrument and pitch); instrument and drum controls always hold "
+                   "(grammar-constrained decoding).")
     controls = frozenset({"groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed",
                           "bpm", "style", "prompt"})
     styles = V.STYLES
+    config_class = TransformerConfig
+    build = staticmethod(build_model)
 
-    def __init__(self, source: str | Path = DEFAULT_CHECKPOINT, quantize: bool | None = None):
-        state, config = ckpt.load_checkpoint(source)
-        self.cfg = TransformerConfig.from_dict(config["model"])
-        self.meta = config.get("meta", {})
-        self.source = str(source)
-        self.model = build_model(self.cfg)
-        self.model.load_state_dict(state)
-        self.model.eval()
+    def __init__(self, source: str | Path | None = None, quantize: bool | None = None):
+        self.quantize = (not torch.cuda.is_available()) if quantize is None else quantize
+        super().__init__(source)
+
+    def load(self, state: dict, config: dict) -> None:
+        super().load(state, config)
         dec = FastDecoder.from_model(self.cfg, self.model).eval()
-        if quantize is None:
-            quantize = not torch.cuda.is_available()
-        self.decoder = dec.quantize() if quantize else dec
-        self.last_stats: dict = {}
-        self._lock = threading.Lock()  # one KV cache: one generation at a time
+        self.decoder = dec.quantize() if self.quantize else dec
 
-    def generate(self, request: GenerationRequest, progress: Callable[[float], None] | None = None) -> list[Score]:
-        req = request.validate()
+    def _generate(self, req: GenerationRequest, progress: Callable[[float], None] | None) -> tuple[list[Score], dict]:
         params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed)
-        with self._lock:
-            t0 = time.perf_counter()
-            scores, n_tokens = sample_scores(self.decoder, req, params, progress=progress)
-            dt = time.perf_counter() - t0
-        self.last_stats = {"seconds": dt, "tokens": n_tokens, "tokens_per_s": n_tokens / max(dt, 1e-9)}
-        return scores
+        scores, n_tokens = sample_scores(self.decoder, req, params, progress=progress)
+        return scores, {"count": n_tokens}
 
 
-def _factory() -> Engine:
-    return TransformerEngine()
-
-
-register("transformer", _factory)
-
-
-__all__ = ["TransformerConfig", "PRESETS", "build_model", "FastDecoder", "TransformerEngine", "lm_loss",
-           "summarize"]
+__all__ = ["TransformerConfig", "PRESETS", "build_model", "FastDecoder", "TransformerEngine"]

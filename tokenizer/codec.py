@@ -102,3 +102,29 @@ def decode(tokens, bpm: float = 120.0, time_signature=(4, 4)) -> Score:
     groups, drums, style, i = parse_prefix(tokens)
     notes, _ = decode_notes(np.asarray(tokens, np.int64)[i:])
     return Score(notes, bpm=bpm, time_signature=tuple(time_signature), style=style)
+
+
+def piece_notes(tokens) -> np.ndarray | None:
+    """One piece of a corpus token stream (START, controls, note triples, END) -> its notes, or None if it
+    does not decode.  The one converter the engines' derived data share."""
+    piece = np.asarray(tokens, np.int64)
+    _, _, _, i = parse_prefix(piece[:64])
+    try:
+        notes, _ = decode_notes(piece[i:])
+    except ValueError:
+        return None
+    return notes
+
+
+def stream_pieces(tokens, limit: int | None = None):
+    """Yield (index, notes) for each piece of a flat corpus token stream (pieces start at START) that
+    decodes, at most the first `limit` pieces."""
+    toks = np.asarray(tokens)
+    bounds = np.r_[np.flatnonzero(toks == V.START), len(toks)]
+    for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        if limit is not None and k >= limit:
+            break
+        notes = piece_notes(toks[a:b])
+        if notes is not None:
+            yield k, notes
+

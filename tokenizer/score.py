@@ -2,7 +2,7 @@
 
 A `Score` holds notes on the 1/32-note grid as one numpy structured array (see NOTE_DTYPE), sorted
 in token order (onset, group, pitch), plus the tempo, time signature and style.  Normalization
-(DESIGN.md section 3) happens once, in `normalize_notes`; everything downstream can rely on it.
+happens once, in `normalize_notes`; everything downstream can rely on it.
 """
 
 from __future__ import annotations

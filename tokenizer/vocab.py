@@ -1,4 +1,4 @@
-"""The 3-token note vocabulary (DESIGN.md section 4), defined once as named offsets.
+"""The 3-token note vocabulary, defined once as named offsets.
 
 Every note is exactly three tokens:
 

@@ -1,72 +1,74 @@
-"""Held-out figures for transformer checkpoints: loss, token accuracy, per-slot perplexity, bits/note.
+"""Held-out figures for checkpoints of any engine, one command:
 
-    python -m training.evaluate --data data/corpus --split test checkpoints/transformer [runs/x/best ...]
+    python -m training.evaluate --data data/corpus --split test checkpoints/transformer runs/x/best
+    python -m training.evaluate --engine cnn --data data/corpus cnn       # an engine name: its shipped checkpoint
 
-Each checkpoint is evaluated on the same non-overlapping windows of its own context length
-(windows of the split's flat token stream).  One JSON line per checkpoint, then a table.
+The engine comes from each checkpoint's config (or --engine); its family module in training/tasks/
+computes the figures (the transformer: loss, token accuracy, per-slot perplexity, bits/note; the others
+their own, with baselines).  One JSON line per checkpoint, then a table of the figures they share.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
-import time
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 from model import checkpoint as ckpt
-from model.transformer import TransformerConfig, build_model, lm_loss, summarize
 
-from .data import FixedWindows, load_tokens
+from .tasks import FAMILIES, evaluate_checkpoint
+
+COLUMNS = ("loss", "accuracy", "ppl_shift", "ppl_durvel", "ppl_grouppitch", "bits_per_note")
 
 
-@torch.no_grad()
-def evaluate_checkpoint(source: str, data: str, split: str = "test", batch: int = 8, max_windows: int | None = None,
-                        context: int | None = None) -> dict:
-    state, config = ckpt.load_checkpoint(source)
-    cfg = TransformerConfig.from_dict(config["model"])
-    model = build_model(cfg)
-    model.load_state_dict(state)
-    model.eval()
-    length = (context or cfg.max_seq_len) + 1
-    ds = FixedWindows(load_tokens(data, split), length, max_windows=max_windows)
-    sums: dict[str, float] = {}
-    t = time.perf_counter()
-    for b in DataLoader(ds, batch_size=batch):
-        _, s = lm_loss(model, b)
-        for k, v in s.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
-    out = summarize(sums)
-    out.update({"checkpoint": str(source), "dtype": config.get("dtype"), "split": split, "windows": len(ds),
-                "tokens": int(sums["count"]), "seconds": round(time.perf_counter() - t, 1)})
-    return out
+def engine_of(source: str) -> str:
+    return json.loads((ckpt.resolve(source) / ckpt.CONFIG_NAME).read_text()).get("engine", "transformer")
+
+
+def table(rows: list[dict]) -> str:
+    cols = [c for c in COLUMNS if any(c in r for r in rows)]
+    lines = [f"{'checkpoint':<36}{'engine':>12}{'dtype':>6}" + "".join(f"{c:>15}" for c in cols)]
+    for r in rows:
+        cells = "".join(f"{r[c]:>15.4f}" if isinstance(r.get(c), float) else f"{'-':>15}" for c in cols)
+        lines.append(f"{r['checkpoint'][-36:]:<36}{r['engine']:>12}{str(r.get('dtype')):>6}{cells}")
+    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m training.evaluate")
-    p.add_argument("checkpoints", nargs="+")
+    p = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("checkpoints", nargs="+", help="checkpoint folders, Hub repo ids, or engine names (shipped)")
+    p.add_argument("--engine", default=None, choices=sorted(FAMILIES),
+                   help="evaluate as this engine (default: the engine each checkpoint names)")
     p.add_argument("--data", default="data/corpus")
     p.add_argument("--split", default="test", choices=("train", "validation", "test"))
-    p.add_argument("--batch", type=int, default=8)
-    p.add_argument("--max-windows", type=int, default=None)
-    p.add_argument("--context", type=int, default=None)
+    p.add_argument("--max-items", "--max-windows", dest="max_items", type=int, default=None,
+                   help="measure at most N windows / pairs / segments, evenly spaced over the split")
+    p.add_argument("--context", type=int, default=None, help="transformer: evaluate at this context length")
+    p.add_argument("--batch", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    options = {k: v for k, v in (("context", args.context), ("batch", args.batch)) if v is not None}
     rows = []
     try:
         for c in args.checkpoints:
-            r = evaluate_checkpoint(c, args.data, args.split, args.batch, args.max_windows, args.context)
+            source = ckpt.shipped(c) if c in FAMILIES and not Path(c).exists() else c
+            engine = args.engine or engine_of(source)
+            if "context" in options and engine != "transformer":
+                raise ValueError("--context applies to transformer checkpoints only")
+            r = evaluate_checkpoint(engine, source, args.data, args.split, max_items=args.max_items, **options)
             print(json.dumps(r), flush=True)
             rows.append(r)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, TypeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"\n{'checkpoint':<34}{'dtype':>6}{'loss':>8}{'acc':>8}{'ppl shift':>11}{'ppl durvel':>11}"
-          f"{'ppl pitch':>11}{'bits/note':>10}")
-    for r in rows:
-        print(f"{r['checkpoint'][-34:]:<34}{str(r['dtype']):>6}{r['loss']:>8.4f}{r['accuracy']:>8.4f}"
-              f"{r['ppl_shift']:>11.2f}{r['ppl_durvel']:>11.2f}{r['ppl_grouppitch']:>11.2f}{r['bits_per_note']:>10.2f}")
+    print("\n" + table(rows))
     return 0
 
 

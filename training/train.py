@@ -2,8 +2,8 @@
 
     python -m training.train --engine transformer --preset cpu --data data/corpus --out runs/transformer-cpu
 
-An engine plugs in through a `TrainTask` (model builder, loss, metric summary, datasets); the loop
-does the rest: Adam (2e-4 by reference), validation every 300 steps, a checkpoint every 1,000 steps
+An engine family plugs in through a `TrainTask` (training/tasks/<family>.py: model builder, loss,
+metric summary, datasets); the loop does the rest: Adam (2e-4 by reference), validation every 300 steps, a checkpoint every 1,000 steps
 when validation improved (atomic; `best/` and `last/` kept, `last/` with the optimizer state for
 --resume), metrics to CSV and a PNG plot, bf16 autocast on CUDA, DistributedDataParallel under
 torchrun (rank 0 writes) or --data-parallel (the reference's DataParallel), progress bars.
@@ -17,70 +17,25 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from model import checkpoint as ckpt
 
+from .tasks import FAMILIES, TrainTask, add_sums, train_task
+
 log = logging.getLogger("training.train")
-
-
-@dataclass
-class TrainTask:
-    engine: str
-    config: object  # the model's config dataclass
-    build: Callable[[object], nn.Module]
-    loss: Callable[[nn.Module, torch.Tensor], tuple[torch.Tensor, dict]]
-    summarize: Callable[[dict], dict]
-    train_set: Dataset  # must have set_epoch(epoch)
-    val_set: Dataset
-    state_for_checkpoint: Callable[[nn.Module], dict] = lambda m: m.state_dict()
-
-
-def transformer_task(args) -> TrainTask:
-    from model.transformer import PRESETS, TransformerConfig, build_model, lm_loss, summarize
-
-    from .data import FixedWindows, RandomWindows, load_tokens
-
-    cfg: TransformerConfig = PRESETS[args.preset]
-    if args.context:
-        cfg = replace(cfg, max_seq_len=args.context)
-    train = load_tokens(args.data, "train")
-    val = load_tokens(args.data, "validation")
-    return TrainTask(
-        engine="transformer", config=cfg, build=build_model, loss=lm_loss, summarize=summarize,
-        train_set=RandomWindows(train, cfg.max_seq_len + 1, seed=args.seed),
-        val_set=FixedWindows(val, cfg.max_seq_len + 1, max_windows=args.val_windows),
-    )
-
-
-TASKS: dict[str, Callable] = {"transformer": transformer_task}
-
-
-def _register_engine_tasks() -> None:
-    """Other engine families provide their tasks as TRAIN_TASKS in their model module."""
-    from model import recurrent, style_vae
-
-    TASKS.update(recurrent.TRAIN_TASKS)
-    TASKS.update(style_vae.TRAIN_TASKS)
-    from model import cnn, vae_nn
-
-    TASKS.update(vae_nn.TRAIN_TASKS)
-    TASKS.update(cnn.TRAIN_TASKS)
-
-
-_register_engine_tasks()
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -151,9 +106,7 @@ def evaluate(model: nn.Module, task: TrainTask, loader: DataLoader, device: torc
     sums: dict[str, float] = {}
     for batch in loader:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            _, s = task.loss(model, batch.to(device))
-        for k, v in s.items():
-            sums[k] = sums.get(k, 0.0) + float(v)
+            add_sums(sums, task.loss(model, batch.to(device))[1])
     if dist.is_initialized():
         keys = sorted(sums)
         t = torch.tensor([sums[k] for k in keys], device=device, dtype=torch.float64)
@@ -161,6 +114,19 @@ def evaluate(model: nn.Module, task: TrainTask, loader: DataLoader, device: torc
         sums = dict(zip(keys, t.tolist()))
     model.train()
     return task.summarize(sums)
+
+
+def check_out(out: Path, args) -> None:
+    """A run folder that already holds a run is continued (--resume) or replaced (--force), never mixed into;
+    a shipped checkpoint folder is never a run folder."""
+    if ckpt.is_shipped(out):
+        raise ValueError(f"--out {out} is inside the shipped checkpoints; train into runs/ and convert the result "
+                         "with `python -m model.checkpoint convert` once it is measured better")
+    if not out.exists() or not any(out.iterdir()) or args.resume:
+        return
+    if not args.force:
+        raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or --force to replace it")
+    shutil.rmtree(out)
 
 
 def lr_at(step: int, args) -> float:
@@ -194,8 +160,10 @@ def train(args) -> dict:
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
-    task: TrainTask = TASKS[args.engine](args)
     out = Path(args.out)
+    if is_main():
+        check_out(out, args)
+    task: TrainTask = train_task(args.engine, args)
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
     model = task.build(task.config).to(device)
@@ -290,8 +258,7 @@ def train(args) -> dict:
             opt.step()
             step += 1
             tokens_seen += batch.numel() * world
-            for k, v in s.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
+            add_sums(sums, s)
             pbar.update(1)
             if step % args.log_every == 0:
                 m = task.summarize(sums)
@@ -330,7 +297,7 @@ def train(args) -> dict:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--engine", default="transformer", choices=sorted(TASKS))
+    p.add_argument("--engine", default="transformer", choices=sorted(FAMILIES))
     p.add_argument("--preset", default="cpu")
     p.add_argument("--data", default="data/corpus", help="corpus folder (python -m training.corpus build)")
     p.add_argument("--out", required=True, help="run folder: metrics.csv, curves.png, best/, last/")
@@ -348,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--log-every", type=int, default=20)
     p.add_argument("--val-windows", type=int, default=256)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last")
+    p.add_argument("--force", action="store_true", help="delete what OUT holds and start afresh")
     p.add_argument("--init", default=None, help="start from these weights (a checkpoint folder)")
     p.add_argument("--data-parallel", action="store_true", help="torch.nn.DataParallel over local GPUs")
     p.add_argument("--device", default=None)

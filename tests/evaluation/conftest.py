@@ -8,19 +8,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CORPUS = ROOT / "data" / "corpus"
-
-
-def _has_corpus() -> bool:
-    return all((CORPUS / f"{s}.{k}").is_file() for s in ("train", "test") for k in ("tokens.npy", "index.jsonl"))
-
-
 @pytest.fixture(scope="session")
-def corpus() -> Path:
-    if not _has_corpus():
-        pytest.skip("no corpus at data/corpus (python -m training.corpus build --out data/corpus)")
-    return CORPUS
+def corpus(real_corpus) -> Path:
+    """The real corpus (tests/conftest.py): the report and the style classifier need many styles."""
+    return real_corpus
 
 
 @pytest.fixture(scope="session")

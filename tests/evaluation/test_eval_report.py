@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_report_end_to_end(corpus, tiny_checkpoint_root, tmp_path):
-    from training.corpus import load_split
+    from training.data import load_split
 
     _, rows = load_split(corpus, "train")
     picked = [r for r in rows[::40]][:120]

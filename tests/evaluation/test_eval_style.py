@@ -7,7 +7,7 @@ from tokenizer import vocab as V
 
 
 def test_classifier_trains_on_a_tiny_real_set(corpus, tmp_path):
-    from training.corpus import load_split
+    from training.data import load_split
 
     _, rows = load_split(corpus, "train")
     want = ("rock", "latin", "baroque")
@@ -29,7 +29,7 @@ def test_classifier_trains_on_a_tiny_real_set(corpus, tmp_path):
 
 
 def test_excerpt_cuts_and_shifts(corpus):
-    from training.corpus import load_split
+    from training.data import load_split
 
     _, rows = load_split(corpus, "test")
     r, s = next((r, s) for r, s in S.corpus_scores(corpus, "test", rows[:20]) if s.n_bars > 16)

@@ -8,7 +8,7 @@ import pytest
 
 import tokenizer as T
 from model.transformer import TransformerEngine
-from tests.model.conftest import OPENMSX
+from tests.conftest import MIDI_FIXTURES
 from training import hub
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def test_generate_cli_writes_midi_and_prints_json(env_checkpoints, tmp_path):
 
 def test_generate_cli_continues_a_prompt(env_checkpoints, tmp_path):
     r = run(["model.generate", "--instruments", "piano", "--no-drums", "--bars", "2", "--seed", "3",
-             "--prompt", OPENMSX[1], "--prompt-bars", "2", "--out", str(tmp_path)], env_checkpoints)
+             "--prompt", str(MIDI_FIXTURES[1]), "--prompt-bars", "2", "--out", str(tmp_path)], env_checkpoints)
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert info["bars"][0] >= 4 - 1  # prompt bars (in the prompt's metre) + 2

@@ -1,0 +1,96 @@
+"""Fixtures every test package shares: the MIDI files shipped in tests/fixtures/midi, one tiny corpus
+built from them (laid out like data/corpus), the real corpus where it has been built, and a tiny
+transformer trained on the tiny corpus for a few steps (the real training loop)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tokenizer as T
+
+ROOT = Path(__file__).resolve().parents[1]
+MIDI_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "midi").glob("*.mid"))
+REAL_CORPUS = ROOT / "data" / "corpus"
+# tiny corpus: which fixture files go to which split, and the style labels they get (two styles, so
+# style-conditioned code sees more than one)
+TINY_SPLITS = {"train": MIDI_FIXTURES[:5], "validation": MIDI_FIXTURES[5:6], "test": MIDI_FIXTURES[6:8]}
+TINY_STYLES = ("game", "rock")
+
+
+def write_corpus(out: Path, splits: dict[str, list[Path]]) -> Path:
+    """A corpus folder like `python -m training.corpus build` writes: per split the token stream
+    ({split}.tokens.npy, uint16) and its index ({split}.index.jsonl), and stats.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    k = 0
+    for split, files in splits.items():
+        toks, rows, off = [], [], 0
+        for f in files:
+            score = T.load_midi(f)
+            t = T.encode(score)
+            style = TINY_STYLES[k % len(TINY_STYLES)]
+            k += 1
+            rows.append({"id": f"fixture:{f.name}", "group": f.stem, "source": "fixture", "style": style,
+                         "groups": [T.vocab.GROUPS[g] for g in score.groups if g != T.vocab.DRUM_GROUP],
+                         "drums": score.has_drums, "n_notes": int(len(score.notes)), "bars": score.n_bars,
+                         "length": int(len(t)), "offset": off, "bpm": round(score.bpm, 2),
+                         "time_signature": list(score.time_signature)})
+            toks.append(t)
+            off += len(t)
+        np.save(out / f"{split}.tokens.npy", np.concatenate(toks).astype(np.uint16))
+        (out / f"{split}.index.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (out / "stats.json").write_text(json.dumps({"pieces": k, "source": "tests/fixtures/midi"}) + "\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory) -> Path:
+    """Eight real songs as a corpus: 5 train, 1 validation, 2 test pieces."""
+    return write_corpus(tmp_path_factory.mktemp("tiny_corpus"), TINY_SPLITS)
+
+
+@pytest.fixture(scope="session")
+def real_corpus() -> Path:
+    """data/corpus, where `make corpus` has built it (tests that need many styles or pieces)."""
+    if not all((REAL_CORPUS / f"{s}.{k}").is_file() for s in ("train", "test") for k in ("tokens.npy", "index.jsonl")):
+        pytest.skip("no corpus at data/corpus (make corpus)")
+    return REAL_CORPUS
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_corpus, tmp_path_factory) -> Path:
+    from training.train import main
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    rc = main(["--preset", "tiny", "--data", str(tiny_corpus), "--out", str(out), "--steps", "60", "--batch", "8",
+               "--lr", "3e-3", "--eval-every", "30", "--ckpt-every", "30", "--val-windows", "8", "--log-every", "10",
+               "--quiet"])
+    assert rc == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_run):
+    from model.transformer import TransformerEngine
+
+    return TransformerEngine(tiny_run / "best", quantize=False)
+
+
+@pytest.fixture()
+def env_checkpoints(tiny_run, tmp_path, monkeypatch):
+    """MIDI_BANGERS_CHECKPOINTS root holding the tiny run as the transformer engine's checkpoint."""
+    import shutil
+
+    root = tmp_path / "ckroot"
+    shutil.copytree(tiny_run / "best", root / "transformer")
+    monkeypatch.setenv("MIDI_BANGERS_CHECKPOINTS", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def roll_corpus(tiny_corpus) -> Path:
+    """The shared tiny corpus (tests/conftest.py), under the name the pianoroll engine tests use."""
+    return tiny_corpus
