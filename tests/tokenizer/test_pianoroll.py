@@ -1,4 +1,5 @@
-"""Pianorolls (tokenizer/pianoroll.py): an inverse pair on the coarse grid, and windows."""
+"""Pianorolls (tokenizer/pianoroll.py): an inverse pair on the coarse grid, windows, and the window
+engines' consecutive windows and their packed bits (inverse pairs too)."""
 
 import numpy as np
 import pytest
@@ -6,16 +7,22 @@ import pytest
 from tokenizer import Score, make_notes
 from tokenizer import vocab as V
 from tokenizer.pianoroll import (
+    CELL,
     DEFAULT_VELOCITY_LEVEL,
     DRUM_TRACK,
     N_TRACKS,
+    STEPS_PER_BEAT,
     TRACK_TO_GROUP,
+    WINDOW,
+    join_windows,
+    pack_windows,
     pianoroll_to_score,
+    piece_windows,
     score_to_pianoroll,
+    score_windows,
+    unpack_windows,
     windows,
 )
-
-CELL = V.STEPS_PER_QUARTER // 2  # 2 cells per beat
 
 
 def grid_score(seed: int, n: int = 200) -> Score:
@@ -71,3 +78,39 @@ def test_windows_shape():
     assert windows(roll, 32, hop=16).shape[0] <= 5
     assert windows(np.zeros((N_TRACKS, 64, 128), bool), 32).shape == (0, N_TRACKS, 32, 128)
     assert windows(roll[:, :10], 32).shape == (0, N_TRACKS, 32, 128)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_piece_windows_and_join_windows_are_an_inverse_pair(seed):
+    score = grid_score(seed)
+    w = piece_windows(score)
+    assert w.dtype == bool and w.shape[1:] == (N_TRACKS, WINDOW, 128)
+    assert len(w) == -(-score_to_pianoroll(score, STEPS_PER_BEAT).shape[1] // WINDOW)
+    assert np.array_equal(pianoroll_to_score(join_windows(w), STEPS_PER_BEAT).notes, score.notes)
+
+
+def test_piece_windows_from_a_start_and_at_most_n():
+    """Notes that start in the windows taken (here none crosses a window's end: one cell each)."""
+    notes = grid_score(0).notes.copy()
+    notes["duration"] = CELL
+    score = Score(notes)
+    w = piece_windows(score)
+    assert np.array_equal(piece_windows(score, 2, start=1), w[1:3])
+    assert np.array_equal(piece_windows(score, start=2), w[2:])
+    assert piece_windows(score, 3, start=len(w)).shape == (0, N_TRACKS, WINDOW, 128)
+    assert piece_windows(Score()).shape == (0, N_TRACKS, WINDOW, 128)
+
+
+def test_score_windows_drop_silent_windows():
+    bar = V.STEPS_PER_BAR
+    score = Score(make_notes([0, 9 * bar], [CELL, CELL], 5, 0, [60, 62]))  # windows 0 and 2 play, 1 is silent
+    w = score_windows(score)
+    assert len(w) == 2 and w[0, 0, 0, 60] and w[1, 0, bar // CELL, 62]
+    assert len(score_windows(score, max_windows=2)) == 1
+
+
+def test_pack_and_unpack_windows_are_an_inverse_pair():
+    w = np.random.default_rng(0).random((3, N_TRACKS, WINDOW, 128)) < 0.1
+    packed = pack_windows(w)
+    assert packed.dtype == np.uint8 and packed.shape == (3, N_TRACKS, WINDOW, 16)
+    assert np.array_equal(unpack_windows(packed), w) and unpack_windows(packed).dtype == bool
