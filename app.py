@@ -1,4 +1,4 @@
-"""MIDI Bangers studio: the Gradio page (thin; the logic lives in render/studio.py).
+"""MIDI Bangers studio: the Gradio page, widgets and wiring only (the service layer is studio.py).
 
     python app.py            # serves on 0.0.0.0:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override)
 
@@ -8,6 +8,8 @@ bpm, style ("none" = no style), midi (a file or None), prompt_bars, then the eng
 alpha, reference ("none" or a built-in reference name), reference_midi (a file or None), used only by
 engines that have them (vae-nn); outputs seed used, summary (Markdown),
 zip of everything, then per variant slot 1..8: piano-roll PNG, MP3, MIDI (None for unused slots).
+/generate takes its inputs as sent (no Gradio preprocessing): a wrong type, a value out of range or a
+choice not in a list reaches studio.py and comes back as a message that names the field.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home; w
 
 import gradio as gr  # noqa: E402
 
-from model.engine import (  # noqa: E402
+import studio  # noqa: E402
+from model.engine import engine_names, get_engine  # noqa: E402
+from model.request import (  # noqa: E402
     ALL_CONTROLS,
+    LABELS,
     MAX_BARS,
     MAX_BPM,
     MAX_NOISE_SD,
@@ -29,11 +34,10 @@ from model.engine import (  # noqa: E402
     MAX_VARIANTS,
     MIN_BPM,
     MIN_TEMPERATURE,
-    engine_names,
-    get_engine,
+    RequestError,
 )
-from render import studio  # noqa: E402
 from tokenizer import vocab as V  # noqa: E402
+from tokenizer.score import MAX_FILE_BYTES  # noqa: E402
 
 log = logging.getLogger("app")
 
@@ -41,6 +45,8 @@ SLOTS = MAX_VARIANTS
 # System fonts only: the default theme would fetch Google Fonts, which an offline machine cannot.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = ".variant-slot {border-top: 1px solid #ddd; padding-top: 6px}"
+SORRY = ("Sorry, something went wrong on our side while generating. Please try again; if it keeps happening, "
+         "the server log has the details.")
 
 
 OPTION_CONTROLS = ("noise_sd", "alpha", "reference")  # engine options, shown only for engines that have them
@@ -55,11 +61,14 @@ def engine_info(name: str) -> tuple[frozenset, tuple, tuple, str]:
         log.exception("engine %s unavailable", name)
         return frozenset(), (), (), f"⚠️ engine `{name}` is not available: {e}"
     missing = [c for c in ALL_CONTROLS if c not in eng.controls and c not in OPTION_CONTROLS]
-    note = eng.description + (f"  \nNot supported by this engine (disabled): {', '.join(missing)}." if missing else "")
+    disabled = ", ".join(LABELS.get(c, c) for c in missing)
+    note = eng.description + (f"  \nNot supported by this engine (disabled): {disabled}." if missing else "")
     return eng.controls, tuple(eng.styles), tuple(getattr(eng, "references", ())), note
 
 
-def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
+def build_demo(store: studio.OutputStore | None = None, uploads: studio.UploadCache | None = None) -> gr.Blocks:
+    """The page.  `store`: the output folders; `uploads`: the uploads in Gradio's cache (both pruned after
+    every request, on page load and every studio.PRUNE_EVERY seconds while the server runs)."""
     store = store or studio.OutputStore()
     cancel_flags = studio.CancelFlags()
     names = engine_names()
@@ -67,40 +76,43 @@ def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
     has_options = any(c in controls for c in OPTION_CONTROLS)
 
     with gr.Blocks(title="MIDI Bangers", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
+        uploads = uploads or studio.UploadCache(demo.GRADIO_CACHE)
+        janitor = studio.Janitor(store, uploads)
         gr.Markdown("# MIDI Bangers\nPick instruments, length and how adventurous; press **Generate**; "
                     "listen, look, and download the MIDI you like.")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                engine = gr.Dropdown(names, value=names[0], label="Engine")
+                engine = gr.Dropdown(names, value=names[0], label=LABELS["engine"])
                 engine_note = gr.Markdown(note)
-                groups = gr.CheckboxGroup(list(V.PITCHED_GROUPS), value=["piano", "bass"], label="Instrument groups")
-                drums = gr.Checkbox(value=True, label="Drums")
+                groups = gr.CheckboxGroup(list(V.PITCHED_GROUPS), value=["piano", "bass"], label=LABELS["groups"])
+                drums = gr.Checkbox(value=True, label=LABELS["drums"])
                 with gr.Row():
-                    bars = gr.Slider(1, MAX_BARS, value=8, step=1, label="Length (bars)")
-                    variants = gr.Slider(1, MAX_VARIANTS, value=2, step=1, label="Variants")
-                temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=1.0, step=0.05, label="Temperature")
+                    bars = gr.Slider(1, MAX_BARS, value=8, step=1, label=LABELS["bars"])
+                    variants = gr.Slider(1, MAX_VARIANTS, value=2, step=1, label=LABELS["variants"])
+                temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=1.0, step=0.05,
+                                        label=LABELS["temperature"])
                 with gr.Row():
-                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label="Top-p")
-                    top_k = gr.Number(value=0, minimum=0, maximum=MAX_TOP_K, precision=0, label="Top-k (0 = off)")
+                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label=LABELS["top_p"])
+                    top_k = gr.Number(value=0, minimum=0, maximum=MAX_TOP_K, label=f"{LABELS['top_k']} (0 = off)")
                 with gr.Row():
-                    seed = gr.Textbox(value="", label="Seed (blank = random)", max_lines=1)
-                    bpm = gr.Slider(MIN_BPM, MAX_BPM, value=120, step=1, label="BPM")
-                style = gr.Dropdown([studio.NO_STYLE, *styles], value=studio.NO_STYLE, label="Style",
+                    seed = gr.Textbox(value="", label=f"{LABELS['seed']} (blank = random)", max_lines=1)
+                    bpm = gr.Slider(MIN_BPM, MAX_BPM, value=120, step=1, label=LABELS["bpm"])
+                style = gr.Dropdown([studio.NO_STYLE, *styles], value=studio.NO_STYLE, label=LABELS["style"],
                                     visible=bool(styles) and "style" in controls)
                 with gr.Accordion("Upload a MIDI (optional)", open=False):
                     gr.Markdown("The transformer continues it, style-vae restyles it, vae-nn and cnn start from it.")
-                    midi = gr.File(label="MIDI file (.mid)", file_types=[".mid", ".midi"], type="filepath")
-                    prompt_bars = gr.Slider(1, MAX_BARS, value=4, step=1, label="Use the first N bars")
+                    midi = gr.File(label=f"{LABELS['prompt']} (.mid)", file_types=[".mid", ".midi"], type="filepath")
+                    prompt_bars = gr.Slider(1, MAX_BARS, value=4, step=1, label=LABELS["prompt_bars"])
                 with gr.Accordion("Engine options: variation and reference song", open=True,
                                   visible=has_options) as options_box:
-                    noise_sd = gr.Slider(0.0, MAX_NOISE_SD, value=0.75, step=0.05, label="Noise (latent sd)",
+                    noise_sd = gr.Slider(0.0, MAX_NOISE_SD, value=0.75, step=0.05, label=LABELS["noise_sd"],
                                          interactive="noise_sd" in controls)
-                    alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Pull towards the reference (alpha)",
+                    alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label=LABELS["alpha"],
                                       interactive="alpha" in controls)
                     reference = gr.Dropdown([studio.NO_REFERENCE, *references], value=studio.NO_REFERENCE,
-                                            label="Reference song", interactive="reference" in controls,
-                                            allow_custom_value=True)  # names are checked by the studio
-                    reference_midi = gr.File(label="…or a reference MIDI of your own (.mid)",
+                                            label=LABELS["reference"], interactive="reference" in controls,
+                                            allow_custom_value=True)  # the engine checks the name
+                    reference_midi = gr.File(label=f"…or a {LABELS['reference_midi']} of your own (.mid)",
                                              file_types=[".mid", ".midi"], type="filepath",
                                              interactive="reference" in controls)
                 with gr.Row():
@@ -150,14 +162,14 @@ def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
                                          top_k_v, seed_v, bpm_v, style_v, midi_v, prompt_bars_v, noise_v, alpha_v,
                                          reference_v, reference_midi_v,
                                          progress=lambda f, what: progress(f, desc=what), store=store,
-                                         cancelled=cancel_flags.start(session))
-            except studio.StudioError as e:
+                                         uploads=uploads, cancelled=cancel_flags.start(session))
+            except RequestError as e:  # the person's mistake: the message names the field
                 raise gr.Error(str(e), print_exception=False) from None
             except studio.Cancelled:
-                raise gr.Error("stopped", print_exception=False) from None
-            except Exception as e:  # reported to the person, with the traceback in the server log
+                raise gr.Error("Stopped.", print_exception=False) from None
+            except Exception:  # ours: a short apology here, the traceback in the server log
                 log.exception("generation failed")
-                raise gr.Error(f"generation failed: {type(e).__name__}: {e}") from None
+                raise gr.Error(SORRY, print_exception=False) from None
             for w in result.warnings:
                 gr.Warning(f"{w} (the MIDI is still available)")
             out = [str(result.seed), result.summary, str(result.zip_path)]
@@ -172,24 +184,28 @@ def build_demo(store: studio.OutputStore | None = None) -> gr.Blocks:
 
         inputs = [engine, groups, drums, bars, variants, temperature, top_p, top_k, seed, bpm, style, midi,
                   prompt_bars, noise_sd, alpha, reference, reference_midi]
+        # preprocess=False: the values arrive as sent, so studio.py (not Gradio) says what is wrong with them
         gen_event = go.click(run, inputs, [seed_used, summary, zip_file, *slots], api_name="generate",
-                             concurrency_limit=2, concurrency_id="generate")
+                             concurrency_limit=2, concurrency_id="generate", preprocess=False)
         gen_event.then(show_slots, slots, slots, api_visibility="private", queue=False)
 
         def on_stop(request: gr.Request):
             cancel_flags.stop(getattr(request, "session_hash", None) if request is not None else None)
 
         stop.click(on_stop, None, None, cancels=[gen_event], api_visibility="private", queue=False)
+        demo.load(janitor.sweep, None, None, api_visibility="private", queue=False)
+    janitor.start(running=lambda: demo.is_running)
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo
 
 
 def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **kwargs):
-    """Launch with the studio's settings (offline theme, upload limit, no SSR)."""
+    """Launch with the studio's settings (offline theme, no SSR, uploads limited to what the tokenizer
+    accepts for a MIDI file)."""
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
     return demo.launch(server_name=host, server_port=port, theme=THEME, css=CSS, ssr_mode=False,
-                       max_file_size="16mb", show_error=True, **kwargs)
+                       max_file_size=MAX_FILE_BYTES, show_error=True, **kwargs)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,6 @@ MIN_BPM, MAX_BPM = 40, 240
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0
 MAX_TOP_K = V.VOCAB_SIZE
 SEED_LIMIT = 2**32  # seeds are 0 .. SEED_LIMIT - 1
-MAX_PROMPT_NOTES = 20_000  # an uploaded MIDI (prompt or reference) with more notes is refused (memory, time)
 
 # Control names an engine may declare.  The last three are engine options carried in
 # GenerationRequest.extra: "noise_sd" (float, latent noise), "alpha" (float 0..1, pull towards the
@@ -52,7 +51,7 @@ LABELS = {
     "style": "Style",
     "prompt": "MIDI file",
     "prompt_bars": "Use the first N bars",
-    "noise_sd": "Noise (latent sd)",
+    "noise_sd": "Variation (latent noise sd)",
     "alpha": "Pull towards the reference (alpha)",
     "reference": "Reference song",
     "reference_midi": "Reference MIDI",
@@ -86,22 +85,16 @@ def real_number(value: Any, name: str, lo: float, hi: float, lo_open: bool = Fal
     is_number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
     if is_number and (lo < value if lo_open else lo <= value) and value <= hi:
         return float(value)
-    allowed = f"above {lo} and at most {hi}" if lo_open else f"{lo} to {hi}"
-    return _refuse(f"{LABELS[name]} must be {'' if is_number else 'a number '}{allowed} (got {shown(value)})")
+    allowed = f"above {lo} and at most {hi}" if lo_open else f"{lo} to {hi}" if is_number else f"from {lo} to {hi}"
+    raise RequestError(f"{LABELS[name]} must be {'' if is_number else 'a number '}{allowed} (got {shown(value)})")
 
 
-def _refuse(message: str):
-    raise RequestError(message)
-
-
-def _score(value: Any, name: str, what: str) -> Score:
-    """An uploaded Score with 1..MAX_PROMPT_NOTES notes."""
+def _score(value: Any, name: str, empty: str) -> Score:
+    """An uploaded Score with notes; `empty` says what to change when it has none."""
     if not isinstance(value, Score):
         raise RequestError(f"{LABELS[name]} must be an uploaded MIDI (got {type(value).__name__})")
     if not len(value.notes):
-        raise RequestError(f"{LABELS[name]}: {what} contains no notes; use more bars or another file")
-    if len(value.notes) > MAX_PROMPT_NOTES:
-        raise RequestError(f"{LABELS[name]}: {what} has {len(value.notes):,} notes; the limit is {MAX_PROMPT_NOTES:,}")
+        raise RequestError(f"{LABELS[name]}: {empty}")
     return value
 
 
@@ -132,9 +125,9 @@ def _extra(extra: Any) -> dict:
         out["reference"] = None
     elif ref is not None and not isinstance(ref, str):
         if not isinstance(ref, Score):
-            raise RequestError(f"{LABELS['reference']} must be a name from the list or an uploaded MIDI "
-                               f"(got {shown(ref)})")
-        _score(ref, "reference_midi", "the reference")
+            raise RequestError(f"{LABELS['reference']}: the reference must be a name from the list or an "
+                               f"uploaded MIDI (got {shown(ref)})")
+        _score(ref, "reference_midi", "the file contains no notes; upload another one")
     return out
 
 
@@ -159,7 +152,8 @@ class GenerationRequest:
         if not isinstance(self.drums, bool):
             raise RequestError(f"{LABELS['drums']} must be on or off (true or false; got {shown(self.drums)})")
         if not groups and not self.drums:
-            raise RequestError(f"{LABELS['groups']}: choose at least one, or turn {LABELS['drums']} on")
+            raise RequestError(f"{LABELS['groups']}: choose at least one (or turn {LABELS['drums']} on, with an "
+                               "engine that plays drums)")
         if self.style is not None and self.style not in V.STYLES:
             raise RequestError(f"{LABELS['style']}: unknown style {shown(self.style)}; choose from "
                                f"{', '.join(V.STYLES)} (or none)")
@@ -172,7 +166,9 @@ class GenerationRequest:
             top_k=whole_number(self.top_k, "top_k", 0, MAX_TOP_K, note=" (0 = off)"),
             seed=whole_number(self.seed, "seed", 0, SEED_LIMIT - 1),
             bpm=real_number(self.bpm, "bpm", MIN_BPM, MAX_BPM),
-            prompt=None if self.prompt is None else _score(self.prompt, "prompt", "the part used"),
+            prompt=None if self.prompt is None else _score(
+                self.prompt, "prompt", f"the bars used contain no notes; raise '{LABELS['prompt_bars']}' or upload "
+                                       "another file"),
             extra=_extra(self.extra),
         )
 

@@ -1,4 +1,5 @@
-"""Rendering: MIDI to MP3 previews (FluidSynth + a GM soundfont) and piano-roll pictures.
+"""Rendering: MIDI to MP3 previews (FluidSynth + a GM soundfont) and piano-roll pictures; audio and
+pictures only (the page's service layer is the top-level studio.py: render <- studio <- app).
 
     from render import render_mp3, draw_pianoroll
     info = render_mp3(score, "out.mp3")       # raises RenderError("no preview: ...") when it cannot

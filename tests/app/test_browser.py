@@ -49,7 +49,7 @@ def test_generate_in_a_real_browser(app_server, browser, tmp_path):
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, _ = app_server
+    url = app_server[0]
     browser.get(url)
     wait = WebDriverWait(browser, 120)
     button = wait.until(EC.element_to_be_clickable((By.ID, "generate-btn")))
