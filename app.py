@@ -22,26 +22,14 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home; w
 import gradio as gr  # noqa: E402
 
 import studio  # noqa: E402
+from model import request as R  # noqa: E402
 from model.engine import engine_names, get_engine  # noqa: E402
-from model.request import (  # noqa: E402
-    ALL_CONTROLS,
-    LABELS,
-    MAX_BARS,
-    MAX_BPM,
-    MAX_NOISE_SD,
-    MAX_TEMPERATURE,
-    MAX_TOP_K,
-    MAX_VARIANTS,
-    MIN_BPM,
-    MIN_TEMPERATURE,
-    RequestError,
-)
 from tokenizer import vocab as V  # noqa: E402
 from tokenizer.score import MAX_FILE_BYTES  # noqa: E402
 
 log = logging.getLogger("app")
 
-SLOTS = MAX_VARIANTS
+SLOTS = R.MAX_VARIANTS
 # System fonts only: the default theme would fetch Google Fonts, which an offline machine cannot.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
 CSS = ".variant-slot {border-top: 1px solid #ddd; padding-top: 6px}"
@@ -60,8 +48,8 @@ def engine_info(name: str) -> tuple[frozenset, tuple, tuple, str]:
     except Exception as e:  # a missing or broken checkpoint must not take the page down
         log.exception("engine %s unavailable", name)
         return frozenset(), (), (), f"⚠️ engine `{name}` is not available: {e}"
-    missing = [c for c in ALL_CONTROLS if c not in eng.controls and c not in OPTION_CONTROLS]
-    disabled = ", ".join(LABELS.get(c, c) for c in missing)
+    missing = [c for c in R.ALL_CONTROLS if c not in eng.controls and c not in OPTION_CONTROLS]
+    disabled = ", ".join(R.LABELS.get(c, c) for c in missing)
     note = eng.description + (f"  \nNot supported by this engine (disabled): {disabled}." if missing else "")
     return eng.controls, tuple(eng.styles), tuple(getattr(eng, "references", ())), note
 
@@ -82,37 +70,37 @@ def build_demo(store: studio.OutputStore | None = None, uploads: studio.UploadCa
                     "listen, look, and download the MIDI you like.")
         with gr.Row():
             with gr.Column(scale=1, min_width=320):
-                engine = gr.Dropdown(names, value=names[0], label=LABELS["engine"])
+                engine = gr.Dropdown(names, value=names[0], label=R.LABELS["engine"])
                 engine_note = gr.Markdown(note)
-                groups = gr.CheckboxGroup(list(V.PITCHED_GROUPS), value=["piano", "bass"], label=LABELS["groups"])
-                drums = gr.Checkbox(value=True, label=LABELS["drums"])
+                groups = gr.CheckboxGroup(list(V.PITCHED_GROUPS), value=["piano", "bass"], label=R.LABELS["groups"])
+                drums = gr.Checkbox(value=True, label=R.LABELS["drums"])
                 with gr.Row():
-                    bars = gr.Slider(1, MAX_BARS, value=8, step=1, label=LABELS["bars"])
-                    variants = gr.Slider(1, MAX_VARIANTS, value=2, step=1, label=LABELS["variants"])
-                temperature = gr.Slider(MIN_TEMPERATURE, MAX_TEMPERATURE, value=1.0, step=0.05,
-                                        label=LABELS["temperature"])
+                    bars = gr.Slider(1, R.MAX_BARS, value=8, step=1, label=R.LABELS["bars"])
+                    variants = gr.Slider(1, R.MAX_VARIANTS, value=2, step=1, label=R.LABELS["variants"])
+                temperature = gr.Slider(R.MIN_TEMPERATURE, R.MAX_TEMPERATURE, value=1.0, step=0.05,
+                                        label=R.LABELS["temperature"])
                 with gr.Row():
-                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label=LABELS["top_p"])
-                    top_k = gr.Number(value=0, minimum=0, maximum=MAX_TOP_K, label=f"{LABELS['top_k']} (0 = off)")
+                    top_p = gr.Slider(0.05, 1.0, value=0.95, step=0.01, label=R.LABELS["top_p"])
+                    top_k = gr.Number(value=0, minimum=0, maximum=R.MAX_TOP_K, label=f"{R.LABELS['top_k']} (0 = off)")
                 with gr.Row():
-                    seed = gr.Textbox(value="", label=f"{LABELS['seed']} (blank = random)", max_lines=1)
-                    bpm = gr.Slider(MIN_BPM, MAX_BPM, value=120, step=1, label=LABELS["bpm"])
-                style = gr.Dropdown([studio.NO_STYLE, *styles], value=studio.NO_STYLE, label=LABELS["style"],
+                    seed = gr.Textbox(value="", label=f"{R.LABELS['seed']} (blank = random)", max_lines=1)
+                    bpm = gr.Slider(R.MIN_BPM, R.MAX_BPM, value=120, step=1, label=R.LABELS["bpm"])
+                style = gr.Dropdown([studio.NO_STYLE, *styles], value=studio.NO_STYLE, label=R.LABELS["style"],
                                     visible=bool(styles) and "style" in controls)
                 with gr.Accordion("Upload a MIDI (optional)", open=False):
                     gr.Markdown("The transformer continues it, style-vae restyles it, vae-nn and cnn start from it.")
-                    midi = gr.File(label=f"{LABELS['prompt']} (.mid)", file_types=[".mid", ".midi"], type="filepath")
-                    prompt_bars = gr.Slider(1, MAX_BARS, value=4, step=1, label=LABELS["prompt_bars"])
+                    midi = gr.File(label=f"{R.LABELS['prompt']} (.mid)", file_types=[".mid", ".midi"], type="filepath")
+                    prompt_bars = gr.Slider(1, R.MAX_BARS, value=4, step=1, label=R.LABELS["prompt_bars"])
                 with gr.Accordion("Engine options: variation and reference song", open=True,
                                   visible=has_options) as options_box:
-                    noise_sd = gr.Slider(0.0, MAX_NOISE_SD, value=0.75, step=0.05, label=LABELS["noise_sd"],
+                    noise_sd = gr.Slider(0.0, R.MAX_NOISE_SD, value=0.75, step=0.05, label=R.LABELS["noise_sd"],
                                          interactive="noise_sd" in controls)
-                    alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label=LABELS["alpha"],
+                    alpha = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label=R.LABELS["alpha"],
                                       interactive="alpha" in controls)
                     reference = gr.Dropdown([studio.NO_REFERENCE, *references], value=studio.NO_REFERENCE,
-                                            label=LABELS["reference"], interactive="reference" in controls,
+                                            label=R.LABELS["reference"], interactive="reference" in controls,
                                             allow_custom_value=True)  # the engine checks the name
-                    reference_midi = gr.File(label=f"…or a {LABELS['reference_midi']} of your own (.mid)",
+                    reference_midi = gr.File(label=f"…or a {R.LABELS['reference_midi']} of your own (.mid)",
                                              file_types=[".mid", ".midi"], type="filepath",
                                              interactive="reference" in controls)
                 with gr.Row():
@@ -163,7 +151,7 @@ def build_demo(store: studio.OutputStore | None = None, uploads: studio.UploadCa
                                          reference_v, reference_midi_v,
                                          progress=lambda f, what: progress(f, desc=what), store=store,
                                          uploads=uploads, cancelled=cancel_flags.start(session))
-            except RequestError as e:  # the person's mistake: the message names the field
+            except R.RequestError as e:  # the person's mistake: the message names the field
                 raise gr.Error(str(e), print_exception=False) from None
             except studio.Cancelled:
                 raise gr.Error("Stopped.", print_exception=False) from None

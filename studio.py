@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ NO_STYLE = "none"
 NO_REFERENCE = "none"
 OUTPUT_ENV = "MIDI_BANGERS_OUTPUT_DIR"
 MB = 1024 * 1024
+RENDER_WORKERS = max(2, os.cpu_count() or 2)  # variants rendered at once (FluidSynth and lame are subprocesses)
 # Output folders (one per request): the newest KEEP_REQUESTS, none older than OUTPUT_MAX_AGE, at most
 # OUTPUT_MAX_BYTES together.  A request of 8 variants x 64 bars at 40 BPM writes about 100 MB (MP3s twice,
 # loose and zipped); a usual one (2 x 8 bars) well under 1 MB.
@@ -471,9 +473,15 @@ def _generate(eng: Any, request: GenerationRequest, was_random: bool, store: Out
         result_variants: list[Variant] = []
         warnings: list[str] = []
         t0 = time.perf_counter()
-        for i, score in enumerate(scores, 1):
-            report(0.85 + 0.15 * (i - 1) / len(scores), f"rendering variant {i}")
-            result_variants.append(_render_variant(i, score, request, out, warnings))
+        report(0.85, "rendering")
+        # FluidSynth and lame run as subprocesses, the pictures on matplotlib's thread-safe Agg canvas:
+        # the variants render side by side
+        with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
+            futures = [pool.submit(_render_variant, i, score, request, out, warnings)
+                       for i, score in enumerate(scores, 1)]
+            for k, f in enumerate(futures, 1):
+                result_variants.append(f.result())
+                report(0.85 + 0.15 * k / len(futures), f"rendered variant {k}")
         zip_path = out / f"midi-bangers-{request.seed}.zip"
         with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
             for v in result_variants:

@@ -34,7 +34,8 @@ from model import rollwindows as RW
 from model.engine import Engine, GenerationRequest, get_engine
 from tokenizer import Score
 from tokenizer import vocab as V
-from tokenizer.pianoroll import pianoroll_to_score, score_to_pianoroll
+from tokenizer.pianoroll import pianoroll_to_score, score_to_pianoroll, unpack_windows
+from training.tasks.rollwindows import start_set, window_pairs
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ def continuation_roll(score: Score, offset: int, bars: int) -> np.ndarray:
 
 def held_out_starts(data: str, n: int, split: str = "test") -> list[np.ndarray]:
     """n held-out windows (5, 32, 128) where the piano and at least one other track play, evenly spaced."""
-    windows, pairs = RW.derived_pairs(data, 8, splits=(split,))[split]
-    packed = RW.start_set(windows, pairs, n)
-    return [w.astype(bool) for w in RW.unpack(packed)]
+    windows, pairs = window_pairs(data, 8, splits=(split,))[split]
+    packed = start_set(windows, pairs, n)
+    return [w.astype(bool) for w in unpack_windows(packed)]
 
 
 def window_prompt(window: np.ndarray) -> Score:
@@ -148,7 +149,7 @@ def _nearest(generated: list[np.ndarray], windows: list[np.ndarray]) -> float:
 def _reference_windows(engine: Engine, name: str) -> list[np.ndarray]:
     m = engine.model  # engines with references store their windows packed (model/vae_nn.py)
     idx = (m.ref_song == engine.references.index(name)).nonzero().flatten().numpy()
-    return [w.astype(bool) for w in RW.unpack(m.ref_windows.numpy()[idx])]
+    return [w.astype(bool) for w in unpack_windows(m.ref_windows.numpy()[idx])]
 
 
 def main(argv=None) -> int:

@@ -2,8 +2,11 @@
 
 A checkpoint is a folder:
     config.json        {"engine": ..., "model": {config dataclass}, "meta": {training, metrics}}
-    model.safetensors  weights: fp32, fp16, or int8 with per-output-channel scales
-                       (a 2-D weight W is stored as W.int8 (int8) and W.scale (fp32, one per row)).
+    model.safetensors  weights: fp32, fp16, int8 with per-output-channel scales (a 2-D weight W is
+                       stored as W.int8 (int8) and W.scale (fp32, one per row)), or b-bit codes in
+                       groups (W.q4 / W.q5 / W.q6: the codes packed densely; W.scale and W.zero: fp16,
+                       one per group of inputs of a row; w = code * scale + zero).  A checkpoint may
+                       mix them per tensor (dtype "mixed", chosen by training/quantize.py).
 Writes are atomic (temp files, then rename), so a killed job never leaves half a checkpoint.
 Sources: a local folder, or a Hugging Face Hub repo id ("owner/name", downloaded once into the cache).
 """
@@ -13,11 +16,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import fields
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -26,6 +31,11 @@ log = logging.getLogger(__name__)
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 INT8_SUFFIX, SCALE_SUFFIX = ".int8", ".scale"
+ZERO_SUFFIX = ".zero"
+GROUPED_KEY = re.compile(r"\.q(\d)$")  # W.q4, W.q5, W.q6: grouped codes of that many bits
+INT4_GROUP = 32  # inputs per group of `--dtype int4` (each group has its own fp16 scale and zero)
+DTYPES = ("fp32", "fp16", "int8", "int4")  # and "mixed" (per tensor), written by training/quantize.py
+QUANT_MIN_NUMEL = 4096  # smaller matrices (and all vectors) stay fp16
 # Shipped checkpoints; MIDI_BANGERS_CHECKPOINTS points every engine at another root (tests, a Hub cache).
 CHECKPOINT_ROOT = Path(os.environ.get("MIDI_BANGERS_CHECKPOINTS")
                        or Path(__file__).resolve().parent.parent / "checkpoints")
@@ -49,16 +59,95 @@ def quantize_int8(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q, scale
 
 
-def encode_state(state: dict[str, torch.Tensor], dtype: str = "fp32") -> dict[str, torch.Tensor]:
+def grouped_params(g: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp16 (scale, zero) for groups g (..., group): the range of each group clipped to whichever of a few
+    shrink factors gives the least squared error of w ~= code * scale + zero, code in 0..2**bits - 1."""
+    top = 2 ** bits - 1
+    lo, hi = g.amin(-1), g.amax(-1)
+    mid = (lo + hi) / 2
+    best_err = torch.full(lo.shape, float("inf"))
+    best_scale, best_zero = lo.half(), lo.half()
+    for shrink in (1.0, 0.95, 0.9, 0.85, 0.8, 0.75):
+        scale = ((hi - lo) * shrink / top).clamp_min(1e-8).half()
+        zero = (mid + (lo - mid) * shrink).half()
+        err = ((grouped_codes(g, scale, zero, bits) * scale.float()[..., None] + zero.float()[..., None] - g) ** 2).sum(-1)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale, best_zero = torch.where(better, scale, best_scale), torch.where(better, zero, best_zero)
+    return best_scale, best_zero
+
+
+def grouped_codes(g: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes 0..2**bits - 1 (as float) of groups g (..., group) for per-group scale and zero (...)."""
+    return ((g - zero.float()[..., None]) / scale.float()[..., None]).round().clamp(0, 2 ** bits - 1)
+
+
+def pack_codes(q: torch.Tensor, bits: int) -> torch.Tensor:
+    """Codes (any shape, uint8 < 2**bits) -> their low `bits` bits, packed densely (1-D uint8)."""
+    b = np.unpackbits(q.numpy().astype(np.uint8).reshape(-1, 1), axis=1, bitorder="little")[:, :bits]
+    return torch.from_numpy(np.packbits(b.reshape(-1), bitorder="little"))
+
+
+def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
+    """The inverse of pack_codes: n codes (1-D uint8)."""
+    b = np.unpackbits(packed.numpy(), bitorder="little")[: n * bits].reshape(n, bits)
+    return torch.from_numpy(np.packbits(b, axis=1, bitorder="little")[:, 0])
+
+
+def quantize_grouped(w: torch.Tensor, bits: int, group: int, params: tuple | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Asymmetric `bits`-bit codes in groups of `group` inputs per row.  `params`: (scale, zero) chosen
+    elsewhere (e.g. by GPTQ in training/quantize.py); by default `grouped_params`.  Returns (packed codes,
+    1-D uint8; scale (rows, cols / group) fp16; zero, the same)."""
+    w = w.detach().float()
+    rows, cols = w.shape
+    g = w.reshape(rows, cols // group, group)
+    scale, zero = params if params is not None else grouped_params(g, bits)
+    q = grouped_codes(g, scale, zero, bits).to(torch.uint8)
+    return pack_codes(q, bits), scale.half().contiguous(), zero.half().contiguous()
+
+
+def dequantize_grouped(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
+    rows, groups = scale.shape
+    q = unpack_codes(packed, bits, packed.numel() * 8 // bits).float()
+    q = q[: q.numel() // (rows * groups) * rows * groups].reshape(rows, groups, -1)
+    return (q * scale.float()[..., None] + zero.float()[..., None]).reshape(rows, -1)
+
+
+def default_plan(state: dict[str, torch.Tensor], dtype: str) -> dict[str, tuple[int, int] | str]:
+    """How each tensor is stored for `dtype`: (bits, group) for grouped codes, "int8", "fp16" or "fp32"."""
+    plan: dict[str, tuple[int, int] | str] = {}
+    for k, v in state.items():
+        quantizable = v.is_floating_point() and v.ndim == 2 and v.numel() >= QUANT_MIN_NUMEL
+        if dtype == "int4" and quantizable and v.shape[1] % INT4_GROUP == 0:
+            plan[k] = (4, INT4_GROUP)
+        elif dtype in ("int8", "int4") and quantizable:
+            plan[k] = "int8"
+        else:
+            plan[k] = "fp32" if dtype == "fp32" else "fp16"
+    return plan
+
+
+def encode_state(state: dict[str, torch.Tensor], dtype: str = "fp32", plan: dict | None = None,
+                 params: dict[str, tuple] | None = None) -> dict[str, torch.Tensor]:
+    """Tensors as stored.  `plan` (default: `default_plan` for `dtype`; names it lacks are fp16) says per
+    tensor: (bits, group) for grouped codes, "int8", "fp16" or "fp32"; `params` may give the (scale, zero)
+    of grouped tensors, chosen elsewhere (GPTQ)."""
+    plan = {**default_plan(state, dtype), **(plan or {})}
     out = {}
     for k, v in state.items():
         v = v.detach().cpu().contiguous()
+        how = plan[k]
         if not v.is_floating_point():
             out[k] = v
-        elif dtype == "int8" and v.ndim == 2 and v.numel() >= 4096:
+        elif isinstance(how, (tuple, list)):
+            bits, group = how
+            out[f"{k}.q{bits}"], out[k + SCALE_SUFFIX], out[k + ZERO_SUFFIX] = quantize_grouped(
+                v, bits, group, (params or {}).get(k))
+        elif how == "int8":
             q, s = quantize_int8(v)
             out[k + INT8_SUFFIX], out[k + SCALE_SUFFIX] = q, s
-        elif dtype in ("fp16", "int8"):
+        elif how == "fp16":
             out[k] = v.half()
         else:
             out[k] = v.float()
@@ -68,9 +157,14 @@ def encode_state(state: dict[str, torch.Tensor], dtype: str = "fp32") -> dict[st
 def decode_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out = {}
     for k, v in stored.items():
-        if k.endswith(SCALE_SUFFIX):
+        grouped = GROUPED_KEY.search(k)
+        if k.endswith((SCALE_SUFFIX, ZERO_SUFFIX)):
             continue
-        if k.endswith(INT8_SUFFIX):
+        if grouped:
+            base = k[: grouped.start()]
+            out[base] = dequantize_grouped(v, stored[base + SCALE_SUFFIX], stored[base + ZERO_SUFFIX],
+                                           int(grouped.group(1)))
+        elif k.endswith(INT8_SUFFIX):
             base = k[: -len(INT8_SUFFIX)]
             out[base] = v.float() * stored[base + SCALE_SUFFIX].float()[:, None]
         else:
@@ -79,13 +173,13 @@ def decode_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, torch.Tensor], config: dict,
-                    dtype: str = "fp32") -> Path:
+                    dtype: str = "fp32", plan: dict | None = None, params: dict[str, tuple] | None = None) -> Path:
     """Write weights + config atomically into `directory` (replaced as a whole)."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=directory.name + ".", dir=directory.parent))
     try:
-        save_file(encode_state(state, dtype), str(tmp / WEIGHTS_NAME), metadata={"dtype": dtype})
+        save_file(encode_state(state, dtype, plan, params), str(tmp / WEIGHTS_NAME), metadata={"dtype": dtype})
         (tmp / CONFIG_NAME).write_text(json.dumps({**config, "dtype": dtype}, indent=2, sort_keys=True))
         old = directory.with_name(directory.name + ".old")
         if directory.exists():
@@ -172,10 +266,11 @@ def main(argv=None) -> int:
 
     p = argparse.ArgumentParser(prog="python -m model.checkpoint")
     sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="store a checkpoint as fp32, fp16 or int8 (per-channel scales)")
+    c = sub.add_parser("convert", help="store a checkpoint as fp32, fp16, int8 (per-channel scales) or int4 "
+                                       f"(groups of {INT4_GROUP} with fp16 scale and zero; the rest int8)")
     c.add_argument("src")
     c.add_argument("dst")
-    c.add_argument("--dtype", choices=("fp32", "fp16", "int8"), default="int8")
+    c.add_argument("--dtype", choices=DTYPES, default="int4")
     c.add_argument("--force", action="store_true", help="overwrite an existing destination folder")
     c.add_argument("--replace-shipped", action="store_true",
                    help="allow overwriting a shipped checkpoint under checkpoints/")

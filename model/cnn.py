@@ -24,9 +24,8 @@ import torch
 import torch.nn as nn
 
 from . import checkpoint as ckpt
+from . import rollwindows as RW
 from .engine import GenerationRequest, register
-from .rollwindows import HARMONY, N_TRACKS, PACKED_WINDOW, STEPS_PER_BEAT, WINDOW, WindowEngine, conv_tower, \
-    deconv_tower, flat_size, mlp
 
 
 @dataclass
@@ -35,8 +34,8 @@ class CNNConfig(ckpt.Config):
     hidden: int = 128  # the dense layers' width
     n_start: int = 64  # start windows stored in the checkpoint
     windows_per_piece: int = 4  # training pairs: consecutive windows kept per piece
-    steps_per_beat: int = STEPS_PER_BEAT
-    window: int = WINDOW
+    steps_per_beat: int = RW.STEPS_PER_BEAT
+    window: int = RW.WINDOW
 
 
 PRESETS: dict[str, CNNConfig] = {
@@ -48,10 +47,10 @@ PRESETS: dict[str, CNNConfig] = {
 class MelodyCNN(nn.Module):
     def __init__(self, cfg: CNNConfig):
         super().__init__()
-        f, h = flat_size(cfg.channels), cfg.hidden
-        self.conv = conv_tower(cfg.channels)
-        self.dense = nn.Sequential(*mlp(f, h, f), nn.ReLU())
-        self.deconv = deconv_tower(cfg.channels)
+        f, h = RW.flat_size(cfg.channels), cfg.hidden
+        self.conv = RW.conv_tower(cfg.channels)
+        self.dense = nn.Sequential(*RW.mlp(f, h, f), nn.ReLU())
+        self.deconv = RW.deconv_tower(cfg.channels)
 
     def forward(self, piano: torch.Tensor) -> torch.Tensor:
         """piano window t (B, 32, 128) -> logits of piano window t+1 (B, 32, 128)."""
@@ -61,11 +60,11 @@ class MelodyCNN(nn.Module):
 class HarmonyCNN(nn.Module):
     def __init__(self, cfg: CNNConfig):
         super().__init__()
-        f, h = flat_size(cfg.channels), cfg.hidden
-        self.conv_piano = conv_tower(cfg.channels)
-        self.conv_own = conv_tower(cfg.channels)
-        self.dense = nn.Sequential(*mlp(2 * f, h, f), nn.ReLU())
-        self.deconv = deconv_tower(cfg.channels)
+        f, h = RW.flat_size(cfg.channels), cfg.hidden
+        self.conv_piano = RW.conv_tower(cfg.channels)
+        self.conv_own = RW.conv_tower(cfg.channels)
+        self.dense = nn.Sequential(*RW.mlp(2 * f, h, f), nn.ReLU())
+        self.deconv = RW.deconv_tower(cfg.channels)
 
     def forward(self, piano_next: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
         """(piano window t+1, own window t), each (B, 32, 128) -> logits of own window t+1 (B, 32, 128)."""
@@ -81,15 +80,15 @@ class CNNModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.melody = MelodyCNN(cfg)
-        self.harmony = nn.ModuleDict({name: HarmonyCNN(cfg) for name in HARMONY})
-        self.register_buffer("start_windows", torch.zeros(cfg.n_start, *PACKED_WINDOW, dtype=torch.uint8))
-        self.register_buffer("thresholds", torch.full((N_TRACKS,), 0.5))
+        self.harmony = nn.ModuleDict({name: HarmonyCNN(cfg) for name in RW.HARMONY})
+        self.register_buffer("start_windows", torch.zeros(cfg.n_start, *RW.PACKED_WINDOW, dtype=torch.uint8))
+        self.register_buffer("thresholds", torch.full((RW.N_TRACKS,), 0.5))
 
     def forward(self, x_t: torch.Tensor, piano_next: torch.Tensor) -> torch.Tensor:
         """Windows t (B, 5, 32, 128) and the piano window t+1 (B, 32, 128) -> logits of windows t+1
         (B, 5, 32, 128) (piano from MelodyCNN, the rest given `piano_next`)."""
         out = [self.melody(x_t[:, 0])]
-        for k, name in enumerate(HARMONY, start=1):
+        for k, name in enumerate(RW.HARMONY, start=1):
             out.append(self.harmony[name](piano_next, x_t[:, k]))
         return torch.stack(out, 1)
 
@@ -99,13 +98,13 @@ class CNNModel(nn.Module):
         th = self.thresholds.float()
         piano = torch.sigmoid(self.melody(x_t[:, 0]).float()) > th[0]  # (B, 32, 128)
         out = [piano]
-        for k, name in enumerate(HARMONY, start=1):
+        for k, name in enumerate(RW.HARMONY, start=1):
             out.append(torch.sigmoid(self.harmony[name](piano, x_t[:, k]).float()) > th[k])
         return torch.stack(out, 1)
 
 
 @register
-class CNNEngine(WindowEngine):
+class CNNEngine(RW.WindowEngine):
     name = "cnn"
     description = ("Pianoroll CNNs (MusicGenDL): a melody CNN predicts the piano's next 4-bar pianoroll window "
                    "from the current one, then one harmony CNN per instrument writes guitar, bass, strings and "

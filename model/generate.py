@@ -23,7 +23,8 @@ import torch
 from tokenizer import MidiError, load_midi, write_midi
 from tokenizer import vocab as V
 
-from .engine import MAX_BARS, GenerationRequest, get_engine
+from .engine import get_engine
+from .request import MAX_BARS, GenerationRequest
 
 
 class _Parser(argparse.ArgumentParser):

@@ -20,8 +20,19 @@ import torch.nn as nn
 from tokenizer import Score
 from tokenizer import vocab as V
 from tokenizer.pianoroll import (  # noqa: F401  (the window geometry, re-exported for the engines)
-    BARS_PER_WINDOW, CELL, GROUP_TO_TRACK, N_TRACKS, PITCHES, STEPS_PER_BEAT, TRACKS, WINDOW, join_windows,
-    pianoroll_to_score, score_to_pianoroll, unpack_windows)
+    BARS_PER_WINDOW,
+    CELL,
+    GROUP_TO_TRACK,
+    N_TRACKS,
+    PITCHES,
+    STEPS_PER_BEAT,
+    TRACKS,
+    WINDOW,
+    join_windows,
+    pianoroll_to_score,
+    score_to_pianoroll,
+    unpack_windows,
+)
 from tokenizer.score import cut_at
 
 from .engine import Engine, GenerationRequest

@@ -91,23 +91,31 @@ class Grammar:
     """Per-variant decoding state and the masks it implies."""
 
     def __init__(self, batch: int, allowed_groups: list[int], limit: int, start_time: int, force_at: int,
-                 already_played: set[int] = frozenset(), max_notes: int = 10**9, min_time: int = 0):
+                 already_played: set[int] = frozenset(), max_notes: int = 10**9, min_time: int = 0,
+                 device: torch.device | str = "cpu"):
+        """All state and masks live on `device` (the decoder's), so sampling never copies logits."""
+        self.device = torch.device(device)
         self.allowed = list(allowed_groups)
         self.limit = limit
         self.force_at = force_at
         self.min_time = min_time  # a continuation starts at the prompt's end, not inside it
         self.force_after_notes = max(1, max_notes // 2)  # also force once half the note budget is spent
-        self.time = torch.full((batch,), start_time, dtype=torch.long)
-        self.done = torch.zeros(batch, dtype=torch.bool)
+        dev = self.device
+        self.time = torch.full((batch,), start_time, dtype=torch.long, device=dev)
+        self.done = torch.zeros(batch, dtype=torch.bool, device=dev)
         self.n_body = 0  # body tokens emitted so far (same for every variant)
-        self.last_shift = torch.zeros(batch, dtype=torch.long)
-        self.rest = torch.zeros(batch, dtype=torch.bool)
-        self.played = torch.zeros(batch, V.N_GROUPS, dtype=torch.bool)
+        self.last_shift = torch.zeros(batch, dtype=torch.long, device=dev)
+        self.rest = torch.zeros(batch, dtype=torch.bool, device=dev)
+        self.played = torch.zeros(batch, V.N_GROUPS, dtype=torch.bool, device=dev)
         for g in already_played:
             self.played[:, g] = True
-        self.group_masks = {g: group_mask([g]) for g in self.allowed}
-        self.allowed_mask = group_mask(self.allowed)
-        self.end_len = torch.full((batch,), -1, dtype=torch.long)  # body length when done
+        self.allowed_t = torch.tensor(self.allowed, dtype=torch.long, device=dev)
+        self.group_masks = torch.stack([group_mask([g]) for g in self.allowed]).to(dev)  # (n_allowed, V)
+        self.allowed_mask = group_mask(self.allowed).to(dev)
+        self.shift_mask = SHIFT_MASK.to(dev)
+        self.durvel_mask = DURVEL_MASK.to(dev)
+        self.shift_range = torch.arange(V.N_SHIFT, device=dev)
+        self.end_len = torch.full((batch,), -1, dtype=torch.long, device=dev)  # body length when done
 
     @property
     def slot(self) -> int:
@@ -117,27 +125,27 @@ class Grammar:
         """(B, V) bool: which tokens may come next."""
         B = self.time.shape[0]
         s = self.slot
-        missing = ~self.played[:, self.allowed]  # (B, n_allowed)
+        missing = ~self.played[:, self.allowed_t]  # (B, n_allowed)
         if s == 0:
-            m = SHIFT_MASK.expand(B, -1).clone()
+            m = self.shift_mask.expand(B, -1).clone()
             # a variant may not end while a requested group is still unheard
-            ending = (self.time[:, None] + torch.arange(V.N_SHIFT)[None]) >= self.limit  # (B, N_SHIFT)
+            ending = (self.time[:, None] + self.shift_range[None]) >= self.limit  # (B, N_SHIFT)
             block = ending & missing.any(1, keepdim=True)
             gap = (self.min_time - self.time).clamp(min=0)  # (B,)
-            early = torch.arange(V.N_SHIFT)[None] < gap.clamp(max=V.MAX_SHIFT)[:, None]
+            early = self.shift_range[None] < gap.clamp(max=V.MAX_SHIFT)[:, None]
             m[:, V.SHIFT_OFFSET:V.SHIFT_OFFSET + V.N_SHIFT] &= ~(block | early)
             return m
         if s == 1:
-            m = DURVEL_MASK.expand(B, -1).clone()
+            m = self.durvel_mask.expand(B, -1).clone()
             m[:, V.DURVEL_REST] = self.last_shift == V.MAX_SHIFT
             m[self.time < self.min_time] = False  # still before the prompt's end: a rest triple
             m[self.time < self.min_time, V.DURVEL_REST] = True
             return m
         m = self.allowed_mask.expand(B, -1).clone()
         late = (self.time >= self.force_at) | (self.n_body // 3 >= self.force_after_notes)
-        force = late & missing.any(1) & ~self.rest
-        for b in torch.nonzero(force).flatten().tolist():
-            m[b] = group_mask([g for g, miss in zip(self.allowed, missing[b].tolist()) if miss])
+        force = late & missing.any(1) & ~self.rest  # (B,): only the unheard groups may play
+        forced = (missing[:, :, None] & self.group_masks[None]).any(1)  # (B, V)
+        m = torch.where(force[:, None], forced, m)
         m[self.rest] = False
         m[self.rest, V.GROUPPITCH_REST] = True
         return m
@@ -166,7 +174,8 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
     """Generate req.variants scores with `decoder` (FastDecoder-like: reset(batch), __call__(tokens)->logits,
     .pos, .cfg.max_seq_len).  Returns (scores, number of sampled tokens across the batch)."""
     B = req.variants
-    gen = torch.Generator().manual_seed(int(req.seed))
+    device = getattr(decoder, "device", torch.device("cpu"))
+    gen = torch.Generator(device=device).manual_seed(int(req.seed))
     prompt: Score | None = req.prompt
     allowed = sorted(set(req.group_ids) | ({V.DRUM_GROUP} if req.drums else set()))
     if prompt is not None and len(prompt.notes):
@@ -187,14 +196,14 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
     force_at = offset + min(bar_steps, req.bars * bar_steps // 2)
     max_notes = max_notes_per_bar * req.bars
     grammar = Grammar(B, allowed, limit, start_time, force_at, already_played=played, max_notes=max_notes,
-                      min_time=offset)
+                      min_time=offset, device=device)
     max_body = len(body0) + 3 * max_notes
 
     ctx = decoder.cfg.max_seq_len
     keep = max(3, (ctx - len(prefix)) // 2 // 3 * 3)  # body tokens kept when sliding (whole notes)
-    prefix_t = torch.tensor(prefix, dtype=torch.long)
-    body = torch.tensor(body0, dtype=torch.long).expand(B, -1).clone()  # (B, n)
-    buf = torch.zeros(B, max_body + 3, dtype=torch.long)
+    prefix_t = torch.tensor(prefix, dtype=torch.long, device=device)
+    body = torch.tensor(body0, dtype=torch.long, device=device).expand(B, -1).clone()  # (B, n)
+    buf = torch.zeros(B, max_body + 3, dtype=torch.long, device=device)
     buf[:, : body.shape[1]] = body
     n = body.shape[1]
 
@@ -227,7 +236,7 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
     scores = []
     for b in range(B):
         end = int(grammar.end_len[b]) if grammar.end_len[b] >= 0 else (n - len(body0)) // 3 * 3
-        cont = buf[b, len(body0): len(body0) + end].numpy()
+        cont = buf[b, len(body0): len(body0) + end].cpu().numpy()
         notes, _ = decode_notes(cont, start_step=start_time)
         if prompt_notes is not None:
             notes = np.concatenate([prompt_notes, notes])

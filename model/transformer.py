@@ -140,13 +140,19 @@ class FastDecoder(nn.Module):
         out[:, 1:rot:2] = w[:, 0:rot:2]
         return out.reshape(heads * dim_head, -1)
 
+    @property
+    def device(self) -> torch.device:
+        return self.emb.weight.device
+
     def reset(self, batch: int) -> None:
+        """Empty the KV cache for `batch` streams (kept in the weights' dtype and device)."""
         c = self.cfg
         shape = (c.depth, batch, c.heads, c.max_seq_len, c.dim_head)
-        if self.k_cache is None or self.k_cache.shape != shape:
-            dev = self.emb.weight.device
-            self.k_cache = torch.zeros(shape, device=dev)
-            self.v_cache = torch.zeros(shape, device=dev)
+        w = self.emb.weight
+        if self.k_cache is None or self.k_cache.shape != shape or self.k_cache.dtype != w.dtype \
+                or self.k_cache.device != w.device:
+            self.k_cache = torch.zeros(shape, device=w.device, dtype=w.dtype)
+            self.v_cache = torch.zeros(shape, device=w.device, dtype=w.dtype)
         self.pos = 0
 
     @torch.inference_mode()
@@ -157,7 +163,7 @@ class FastDecoder(nn.Module):
         start = self.pos
         if start + T > c.max_seq_len:
             raise ValueError("KV cache is full; slide the window first")
-        x = self.emb(tokens)  # (B, T, D)
+        x = self.emb(tokens.to(self.device))  # (B, T, D)
         end = start + T
         cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, 1, Dh)
         for i in range(c.depth):
@@ -197,14 +203,22 @@ class TransformerEngine(Engine):
     config_class = TransformerConfig
     build = staticmethod(build_model)
 
-    def __init__(self, source: str | Path | None = None, quantize: bool | None = None):
-        self.quantize = (not torch.cuda.is_available()) if quantize is None else quantize
+    def __init__(self, source: str | Path | None = None, quantize: bool | None = None,
+                 device: str | torch.device | None = None, dtype: torch.dtype | None = None):
+        """On CUDA (used when available) the decoder runs in bf16; on the CPU in fp32 with int8 dynamic
+        quantization of its matmuls (`quantize`, default on for the CPU)."""
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
+        self.quantize = (self.device.type == "cpu" and self.dtype == torch.float32) if quantize is None else quantize
         super().__init__(source)
 
     def load(self, state: dict, config: dict) -> None:
         super().load(state, config)
         dec = FastDecoder.from_model(self.cfg, self.model).eval()
-        self.decoder = dec.quantize() if self.quantize else dec
+        if self.quantize:
+            self.decoder = dec.quantize()
+        else:
+            self.decoder = dec.to(self.device, self.dtype)
 
     def _generate(self, req: GenerationRequest, progress: Callable[[float], None] | None) -> tuple[list[Score], dict]:
         params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed)

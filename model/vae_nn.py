@@ -33,9 +33,8 @@ from tokenizer import Score
 from tokenizer.pianoroll import score_windows
 
 from . import checkpoint as ckpt
+from . import rollwindows as RW
 from .engine import GenerationRequest, register
-from .rollwindows import (HARMONY, N_TRACKS, PACKED_WINDOW, STEPS_PER_BEAT, TRACKS, WINDOW, WindowEngine, conv_tower,
-                          deconv_tower, flat_size, mlp, unpack_windows, variant_generator)
 
 
 @dataclass
@@ -52,8 +51,8 @@ class VAENNConfig(ckpt.Config):
     n_references: int = 30
     ref_windows_per_song: int = 12
     windows_per_piece: int = 8  # training pairs: consecutive windows kept per piece
-    steps_per_beat: int = STEPS_PER_BEAT
-    window: int = WINDOW
+    steps_per_beat: int = RW.STEPS_PER_BEAT
+    window: int = RW.WINDOW
 
 
 PRESETS: dict[str, VAENNConfig] = {
@@ -70,11 +69,11 @@ class WindowVAE(nn.Module):
 
     def __init__(self, cfg: VAENNConfig):
         super().__init__()
-        f = flat_size(cfg.channels)
-        self.enc = conv_tower(cfg.channels)
+        f = RW.flat_size(cfg.channels)
+        self.enc = RW.conv_tower(cfg.channels)
         self.to_stats = nn.Linear(f, 2 * cfg.latent)
         self.from_z = nn.Sequential(nn.Linear(cfg.latent, f), nn.ReLU())
-        self.dec = deconv_tower(cfg.channels)
+        self.dec = RW.deconv_tower(cfg.channels)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mu, logvar = self.to_stats(self.enc(x[:, None].float())).chunk(2, -1)
@@ -89,7 +88,7 @@ class MelodyNN(nn.Module):
 
     def __init__(self, cfg: VAENNConfig):
         super().__init__()
-        self.net = mlp(cfg.latent, cfg.mlp_hidden, cfg.latent)
+        self.net = RW.mlp(cfg.latent, cfg.mlp_hidden, cfg.latent)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(z)
@@ -100,7 +99,7 @@ class ConditionalNN(nn.Module):
 
     def __init__(self, cfg: VAENNConfig):
         super().__init__()
-        self.net = mlp(2 * cfg.latent, cfg.mlp_hidden, cfg.latent)
+        self.net = RW.mlp(2 * cfg.latent, cfg.mlp_hidden, cfg.latent)
 
     def forward(self, z: torch.Tensor, piano_next: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([z, piano_next], -1))
@@ -122,29 +121,29 @@ class VAENN(nn.Module):
     def __init__(self, cfg: VAENNConfig):
         super().__init__()
         self.cfg = cfg
-        self.vaes = nn.ModuleDict({name: WindowVAE(cfg) for name in TRACKS})
+        self.vaes = nn.ModuleDict({name: WindowVAE(cfg) for name in RW.TRACKS})
         self.melody = MelodyNN(cfg)
-        self.cond = nn.ModuleDict({name: ConditionalNN(cfg) for name in HARMONY})
-        self.register_buffer("start_windows", torch.zeros(cfg.n_start, *PACKED_WINDOW, dtype=torch.uint8))
-        self.register_buffer("ref_windows", torch.zeros(cfg.n_ref_windows, *PACKED_WINDOW, dtype=torch.uint8))
+        self.cond = nn.ModuleDict({name: ConditionalNN(cfg) for name in RW.HARMONY})
+        self.register_buffer("start_windows", torch.zeros(cfg.n_start, *RW.PACKED_WINDOW, dtype=torch.uint8))
+        self.register_buffer("ref_windows", torch.zeros(cfg.n_ref_windows, *RW.PACKED_WINDOW, dtype=torch.uint8))
         self.register_buffer("ref_song", torch.zeros(cfg.n_ref_windows, dtype=torch.int64))
-        self.register_buffer("thresholds", torch.full((N_TRACKS,), 0.5))
+        self.register_buffer("thresholds", torch.full((RW.N_TRACKS,), 0.5))
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """windows (B, 5, 32, 128) -> mu, logvar (B, 5, L)."""
-        stats = [self.vaes[name].encode(x[:, k]) for k, name in enumerate(TRACKS)]
+        stats = [self.vaes[name].encode(x[:, k]) for k, name in enumerate(RW.TRACKS)]
         return torch.stack([s[0] for s in stats], 1), torch.stack([s[1] for s in stats], 1)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """latents (B, 5, L) -> cell logits (B, 5, 32, 128)."""
-        return torch.stack([self.vaes[name].decode(z[:, k]) for k, name in enumerate(TRACKS)], 1)
+        return torch.stack([self.vaes[name].decode(z[:, k]) for k, name in enumerate(RW.TRACKS)], 1)
 
     def predict(self, z: torch.Tensor, piano_next: torch.Tensor | None = None) -> torch.Tensor:
         """latents t (B, 5, L) -> latents t+1 (B, 5, L).  The ConditionalNNs get `piano_next` when given
         (training: the true piano latent), else MelodyNN's prediction (generation)."""
         p = self.melody(z[:, 0])
         cond_in = p if piano_next is None else piano_next
-        return torch.stack([p] + [self.cond[name](z[:, k], cond_in) for k, name in enumerate(HARMONY, 1)], 1)
+        return torch.stack([p] + [self.cond[name](z[:, k], cond_in) for k, name in enumerate(RW.HARMONY, 1)], 1)
 
     @torch.no_grad()
     def next_probs(self, x_t: torch.Tensor, noise: torch.Tensor | None = None, s: torch.Tensor | None = None,
@@ -158,9 +157,9 @@ class VAENN(nn.Module):
 
 
 @register
-class VAENNEngine(WindowEngine):
+class VAENNEngine(RW.WindowEngine):
     name = "vae-nn"
-    controls = WindowEngine.controls | {"noise_sd", "alpha", "reference"}
+    controls = RW.WindowEngine.controls | {"noise_sd", "alpha", "reference"}
     config_class = VAENNConfig
     build = staticmethod(VAENN)
     description = ("Per-instrument VAEs with latent MLPs (VAE-NN, MusicGenDL): a convolutional VAE per instrument "
@@ -174,8 +173,8 @@ class VAENNEngine(WindowEngine):
         super().load(state, config)
         self.references = tuple(self.cfg.reference_names)
         with torch.no_grad():
-            w = torch.from_numpy(unpack_windows(self.model.ref_windows.numpy()))
-            self._ref_latents = self.model.encode(w)[0] if len(w) else torch.zeros(0, N_TRACKS, self.cfg.latent)
+            w = torch.from_numpy(RW.unpack_windows(self.model.ref_windows.numpy()))
+            self._ref_latents = self.model.encode(w)[0] if len(w) else torch.zeros(0, RW.N_TRACKS, self.cfg.latent)
 
     def reference_latents(self, ref) -> torch.Tensor | None:
         """The latents (n, 5, L) of a reference: a built-in name, an uploaded Score, or None (no reference)."""
@@ -199,13 +198,13 @@ class VAENNEngine(WindowEngine):
         noise_sd = self.cfg.noise_sd if extra.get("noise_sd") is None else extra["noise_sd"]
         alpha = self.cfg.alpha if extra.get("alpha") is None else extra["alpha"]
         ref = self.reference_latents(extra.get("reference"))
-        noise_gens = [variant_generator(req.seed, b) for b in range(req.variants)]
-        ref_gens = [variant_generator(req.seed + 2**32, b) for b in range(req.variants)]
+        noise_gens = [RW.variant_generator(req.seed, b) for b in range(req.variants)]
+        ref_gens = [RW.variant_generator(req.seed + 2**32, b) for b in range(req.variants)]
         th = self.model.thresholds.float()[None, :, None, None]
 
         def step(cur: torch.Tensor) -> torch.Tensor:
             L = self.cfg.latent
-            noise = noise_sd * torch.stack([torch.randn((N_TRACKS, L), generator=g) for g in noise_gens]) \
+            noise = noise_sd * torch.stack([torch.randn((RW.N_TRACKS, L), generator=g) for g in noise_gens]) \
                 if noise_sd else None
             s = None
             if ref is not None and alpha > 0:

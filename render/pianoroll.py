@@ -1,4 +1,4 @@
-"""Piano-roll pictures (matplotlib, Agg): one colour per instrument group with a legend, bar lines,
+"""Piano-roll pictures (matplotlib's Agg canvas, no pyplot state, so variants draw in parallel): one colour per instrument group with a legend, bar lines,
 drums in their own lane below the pitched notes, and a title with bars and BPM."""
 
 from __future__ import annotations
@@ -6,17 +6,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.collections import PolyCollection  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from tokenizer import Score  # noqa: E402
-from tokenizer import vocab as V  # noqa: E402
+from tokenizer import Score
+from tokenizer import vocab as V
 
 # One fixed colour per group (tab20-like, readable on white); drums are dark grey.
 GROUP_COLORS = {
@@ -44,7 +41,7 @@ def draw_pianoroll(score: Score, path: str | os.PathLike, width: int = 1000, hei
     drums = notes[notes["group"] == V.DRUM_GROUP]
     has_drums = len(drums) > 0
 
-    fig = plt.figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    fig = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)  # no pyplot: safe to draw from several threads
     ratios = [3, 1] if has_drums else [1]
     axes = fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios, "hspace": 0.08})
     axes = np.atleast_1d(axes)
@@ -96,5 +93,4 @@ def draw_pianoroll(score: Score, path: str | os.PathLike, width: int = 1000, hei
     fig.subplots_adjust(left=0.07, right=0.99, top=0.91, bottom=0.11)
     path = Path(path)
     fig.savefig(path, dpi=dpi, format="png")
-    plt.close(fig)
     return path

@@ -49,7 +49,7 @@ def test_generate_cli_continues_a_prompt(env_checkpoints, tmp_path):
 @pytest.mark.parametrize("args,needle", [
     (["--bars", "0"], "bars"),
     (["--instruments", "kazoo"], "kazoo"),
-    (["--temperature", "9"], "temperature"),
+    (["--temperature", "9"], "Temperature"),
     (["--variants", "x"], "invalid int"),
     (["--prompt", "/nonexistent.mid"], "cannot read"),
     (["--engine", "nope"], "unknown engine"),

@@ -16,8 +16,8 @@ import torch
 from model import checkpoint as ckpt
 from model import rollwindows as RW
 from model import vae_nn as VN
-from model.engine import MAX_NOISE_SD, GenerationRequest, get_engine
-from model.request import LABELS
+from model.engine import get_engine
+from model.request import LABELS, MAX_NOISE_SD, GenerationRequest
 from tokenizer import Score
 from tokenizer import vocab as V
 from tokenizer.pianoroll import pack_windows, pianoroll_to_score

@@ -32,8 +32,7 @@ from model.engine import engine_class
 from model.rollwindows import WindowEngine
 from tokenizer import Score
 from tokenizer.codec import piece_notes, stream_pieces
-from tokenizer.pianoroll import (CELL, N_TRACKS, PITCHES, TRACKS, WINDOW, pack_windows, piece_windows,
-                                 unpack_windows)
+from tokenizer.pianoroll import CELL, N_TRACKS, PITCHES, TRACKS, WINDOW, pack_windows, piece_windows, unpack_windows
 
 from ..data import SPLITS, derived, load_split, load_tokens, piece_tokens
 from .base import TrainTask, add_sums
