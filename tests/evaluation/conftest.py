@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.fixture(scope="session")
 def corpus(real_corpus) -> Path:
     """The real corpus (tests/conftest.py): the report and the style classifier need many styles."""

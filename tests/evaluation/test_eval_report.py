@@ -60,7 +60,7 @@ def test_adherence_counts_parts_heard_in_both_halves():
 
     def score(parts):  # parts: (group, onset bar)
         g, b = np.array([p[0] for p in parts]), np.array([p[1] for p in parts])
-        return Score(make_notes(b * bar, np.full(len(b), 8), 10, g, np.full(len(b), 40)), length=4 * bar)
+        return Score(make_notes(b * bar, np.full(len(b), 8), 5, g, np.full(len(b), 40)), length=4 * bar)
 
     piano, bass, drums = V.GROUPS.index("piano"), V.GROUPS.index("bass"), V.DRUM_GROUP
     full = score([(piano, 0), (bass, 0), (drums, 1), (piano, 2), (bass, 3), (drums, 3)])

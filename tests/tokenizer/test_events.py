@@ -6,8 +6,16 @@ import pytest
 import tokenizer as T
 from tests.conftest import MIDI_FIXTURES
 from tokenizer import vocab as V
-from tokenizer.events import (DEFAULT_VELOCITY, HEADER, N_PITCH, events_to_notes, notes_to_events, pack_segment,
-                              segments_to_notes, unpack_segment)
+from tokenizer.events import (
+    DEFAULT_VELOCITY,
+    HEADER,
+    N_PITCH,
+    events_to_notes,
+    notes_to_events,
+    pack_segment,
+    segments_to_notes,
+    unpack_segment,
+)
 
 SEG = 2 * V.STEPS_PER_BAR
 

@@ -9,6 +9,7 @@ import pytest
 
 from training.train import main
 
+
 def test_tiny_training_loss_falls(tiny_run):
     rows = list(csv.DictReader((tiny_run / "metrics.csv").open()))
     train = [float(r["loss"]) for r in rows if r["split"] == "train"]

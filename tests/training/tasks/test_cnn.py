@@ -81,7 +81,7 @@ def test_the_evaluate_command(cnn_run, tiny_corpus, tmp_path, monkeypatch, capsy
 
 
 def test_window_pairs_are_consecutive_and_never_silent(tiny_corpus):
-    for split, (windows, pairs) in RW.window_pairs(tiny_corpus, 8).items():
+    for _split, (windows, pairs) in RW.window_pairs(tiny_corpus, 8).items():
         assert len(pairs) and np.array_equal(pairs[:, 1], pairs[:, 0] + 1)
         w = unpack_windows(windows[pairs.flatten()])
         assert w.reshape(len(w), -1).any(1).all()
