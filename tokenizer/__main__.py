@@ -5,7 +5,8 @@
     python -m tokenizer roundtrip IN.mid OUT.mid     one JSON line: notes in/out, equal or not
     python -m tokenizer vocab                        the vocabulary layout
 
-Bad input exits with status 2 and one line on stderr (no traceback).
+Bad input exits with status 2 and one line on stderr (no traceback); a written file that does not read
+back (a bug, never bad input) raises RoundTripError.
 """
 
 from __future__ import annotations
@@ -74,18 +75,32 @@ def _write(score, out: str) -> None:
         raise UsageError(f"cannot write {out}: {e.strerror or e}") from None
 
 
-def cmd_roundtrip(args) -> None:
-    score = load_midi(args.input)
-    back = decode(encode(score), bpm=score.bpm, time_signature=score.time_signature)
-    _write(back, args.output)
-    reread = load_midi(args.output)
+class RoundTripError(RuntimeError):
+    """The file this program wrote does not read back: a bug in the writer, never bad input."""
+
+
+def roundtrip(src, out) -> dict:
+    """load -> encode -> decode -> write -> re-read: what `roundtrip` prints (bench.fuzz runs this too).
+    MidiError on bad input; RoundTripError if the written file does not read back."""
+    score = load_midi(src)
+    tokens = encode(score)
+    back = decode(tokens, bpm=score.bpm, time_signature=score.time_signature)
+    _write(back, out)
+    try:
+        reread = load_midi(out)
+    except MidiError as e:
+        raise RoundTripError(f"the file written to {out} does not read back: {e}") from None
     n_in, d_in = _counts(score.notes)
     n_out, d_out = _counts(reread.notes)
-    print(json.dumps({
+    return {
         "notes_in": n_in, "drum_notes_in": d_in, "notes_out": n_out, "drum_notes_out": d_out,
-        "tokens": int(len(encode(score))),
+        "tokens": int(len(tokens)),
         "equal": bool(np.array_equal(score.notes, back.notes) and np.array_equal(score.notes, reread.notes)),
-    }))
+    }
+
+
+def cmd_roundtrip(args) -> None:
+    print(json.dumps(roundtrip(args.input, args.output)))
 
 
 def cmd_vocab(args) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import vocab as V
-from .score import NOTE_DTYPE, Score
+from .score import MAX_STEPS, NOTE_DTYPE, Score
 
 
 def control_prefix(groups, drums: bool, style: str | None = None) -> list[int]:
@@ -72,7 +72,8 @@ def parse_prefix(tokens) -> tuple[list[int], bool, str | None, int]:
 def decode_notes(tokens, start_step: int = 0) -> tuple[np.ndarray, int]:
     """Note triples -> notes; stops at END or PAD; ignores a trailing incomplete triple.
 
-    Returns (notes, time of the last onset).  Raises ValueError on a token in the wrong slot.
+    Returns (notes, time of the last onset).  Raises ValueError on a token in the wrong slot or a note
+    at or past MAX_STEPS (onsets are summed in 64 bits and checked before they are stored in 32).
     """
     toks = np.asarray(tokens, np.int64)
     stop = np.flatnonzero((toks == V.END) | (toks == V.PAD))
@@ -87,10 +88,14 @@ def decode_notes(tokens, start_step: int = 0) -> tuple[np.ndarray, int]:
                              f"in slot {V.SLOT_NAMES[slot]} of note {j}")
     time = start_step + np.cumsum(toks[:, 0] - V.SHIFT_OFFSET)
     real = (toks[:, 1] != V.DURVEL_REST) & (toks[:, 2] != V.GROUPPITCH_REST)
+    onsets = time[real]
+    if len(onsets) and (onsets.min() < 0 or onsets.max() >= MAX_STEPS):
+        bad = int(onsets.max() if onsets.max() >= MAX_STEPS else onsets.min())
+        raise ValueError(f"the tokens place a note at step {bad:,}, outside 0..{MAX_STEPS - 1:,}")
     notes = np.zeros(int(real.sum()), NOTE_DTYPE)
     dv = toks[real, 1] - V.DURVEL_OFFSET
     gp = toks[real, 2] - V.GROUPPITCH_OFFSET
-    notes["onset"] = time[real]
+    notes["onset"] = onsets
     notes["duration"] = np.asarray(V.DURATION_LEVELS)[dv // V.N_VELOCITY]
     notes["velocity"] = dv % V.N_VELOCITY
     notes["group"], notes["pitch"] = gp // 128, gp % 128
