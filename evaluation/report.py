@@ -175,10 +175,11 @@ def parse_engines(spec: str) -> list[tuple[str, str | None]]:
     [(engine name, checkpoint or None)]: the same engine may appear with several checkpoints."""
     from model.engine import engine_names
 
-    if spec == "all":
-        return [(n, None) for n in engine_names()]
     out = []
     for item in (x.strip() for x in spec.split(",") if x.strip()):
+        if item == "all":
+            out += [(n, None) for n in engine_names()]
+            continue
         name, _, ckpt = item.partition("=")
         out.append((name.strip(), ckpt.strip() or None))
     return out
@@ -453,7 +454,7 @@ def build_report(args) -> dict:
     engines, unavailable = [], {}
     for name, checkpoint in names:
         log.info("engine %s %s", name, checkpoint or "")
-        if args.engines == "all":  # with "all", an engine whose checkpoint is missing is listed, not fatal
+        if checkpoint is None and "all" in args.engines.split(","):  # with "all", a missing checkpoint is listed
             from model.engine import get_engine
 
             try:
@@ -511,7 +512,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ap = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.split("\n\n")[0])
     ap.add_argument("--engines", default="all",
-                    help='"all", or a comma-separated list of engine names, each optionally NAME=CHECKPOINT '
+                    help='"all", or a comma-separated list of engine names (and "all"), each optionally NAME=CHECKPOINT '
                          '(the same engine may be listed with several checkpoints, side by side)')
     ap.add_argument("--pieces", type=int, default=100, help="generated pieces per engine (seeds 0..N-1)")
     ap.add_argument("--out", default="runs/eval")

@@ -181,6 +181,9 @@ def save_checkpoint(directory: str | os.PathLike, state: dict[str, torch.Tensor]
     try:
         save_file(encode_state(state, dtype, plan, params), str(tmp / WEIGHTS_NAME), metadata={"dtype": dtype})
         (tmp / CONFIG_NAME).write_text(json.dumps({**config, "dtype": dtype}, indent=2, sort_keys=True))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a checkpoint is meant to be read by others
+        for f in tmp.iterdir():
+            os.chmod(f, 0o644)
         old = directory.with_name(directory.name + ".old")
         if directory.exists():
             if old.exists():
