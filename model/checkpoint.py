@@ -83,15 +83,25 @@ def grouped_codes(g: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits
 
 
 def pack_codes(q: torch.Tensor, bits: int) -> torch.Tensor:
-    """Codes (any shape, uint8 < 2**bits) -> their low `bits` bits, packed densely (1-D uint8)."""
-    b = np.unpackbits(q.numpy().astype(np.uint8).reshape(-1, 1), axis=1, bitorder="little")[:, :bits]
-    return torch.from_numpy(np.packbits(b.reshape(-1), bitorder="little"))
+    """Codes (any shape, uint8 < 2**bits) -> packed densely (1-D uint8): every 8 codes become `bits`
+    bytes (code j of a block in bits j*bits .. j*bits + bits - 1, little-endian); the last block is
+    padded with zeros."""
+    c = q.numpy().astype(np.uint64).reshape(-1)
+    c = np.concatenate([c, np.zeros(-len(c) % 8, np.uint64)]).reshape(-1, 8)
+    v = np.zeros(len(c), np.uint64)
+    for j in range(8):
+        v |= c[:, j] << np.uint64(j * bits)
+    return torch.from_numpy(v.view(np.uint8).reshape(-1, 8)[:, :bits].reshape(-1).copy())
 
 
 def unpack_codes(packed: torch.Tensor, bits: int, n: int) -> torch.Tensor:
-    """The inverse of pack_codes: n codes (1-D uint8)."""
-    b = np.unpackbits(packed.numpy(), bitorder="little")[: n * bits].reshape(n, bits)
-    return torch.from_numpy(np.packbits(b, axis=1, bitorder="little")[:, 0])
+    """The inverse of pack_codes: the first n codes (1-D uint8)."""
+    blocks = np.zeros((packed.numel() // bits, 8), np.uint8)
+    blocks[:, :bits] = packed.numpy().reshape(-1, bits)
+    v = blocks.view(np.uint64).reshape(-1)
+    mask = np.uint64(2 ** bits - 1)
+    out = np.stack([(v >> np.uint64(j * bits)) & mask for j in range(8)], 1).reshape(-1)[:n]
+    return torch.from_numpy(out.astype(np.uint8))
 
 
 def quantize_grouped(w: torch.Tensor, bits: int, group: int, params: tuple | None = None
@@ -109,8 +119,8 @@ def quantize_grouped(w: torch.Tensor, bits: int, group: int, params: tuple | Non
 
 def dequantize_grouped(packed: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) -> torch.Tensor:
     rows, groups = scale.shape
-    q = unpack_codes(packed, bits, packed.numel() * 8 // bits).float()
-    q = q[: q.numel() // (rows * groups) * rows * groups].reshape(rows, groups, -1)
+    n = packed.numel() // bits * 8  # codes, padded to whole blocks of 8
+    q = unpack_codes(packed, bits, n - n % (rows * groups)).float().reshape(rows, groups, -1)
     return (q * scale.float()[..., None] + zero.float()[..., None]).reshape(rows, -1)
 
 
