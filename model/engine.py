@@ -20,9 +20,13 @@ from typing import Callable, ClassVar
 from tokenizer import Score
 
 from . import checkpoint as ckpt
-from .request import GenerationRequest
+from .request import LABELS, GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
+
+
+_CANNOT = {"key": "keep to a key", "chords": "follow a chord progression",
+           "edit": "add, regenerate or infill parts of an uploaded MIDI"}
 
 
 class Engine:
@@ -86,9 +90,14 @@ class Engine:
 
     def restrict(self, request: GenerationRequest) -> GenerationRequest:
         """The request as this engine will serve it: controls it lacks are reset (no style, no drums),
-        a prompt it cannot continue is refused.  Call before validate(); the page and the CLI both do."""
+        a prompt it cannot continue and editing controls it lacks (key, chords, edit) are refused with a
+        RequestError that names the field.  Call before validate(); the page and the CLI both do."""
         if request.prompt is not None and not self.supports("prompt"):
             raise ValueError(f"engine {self.name} cannot continue an uploaded MIDI")
+        lacking = sorted(request.controls_used() - set(self.controls))
+        if lacking:
+            raise RequestError(f"{LABELS[lacking[0]]}: engine {self.name} cannot {_CANNOT[lacking[0]]}; choose "
+                               f"the transformer engine or clear {LABELS[lacking[0]]}")
         return replace(request, style=request.style if self.supports("style") else None,
                        drums=request.drums and self.supports("drums"))
 

@@ -3,8 +3,15 @@
     python -m model.generate --engine transformer --instruments piano,bass --drums --bars 16 \
         --variants 4 --temperature 1.0 --seed 7 --out DIR
 
-Writes one MIDI file per variant into DIR and prints one JSON line (files, notes per group, bars,
-seconds, and the engine's speed in its own unit: tokens, frames, windows or events per second).
+    python -m model.generate --key "D minor" --chords "Dm Bb F C" --instruments piano,bass --bars 8
+    python -m model.generate --prompt song.mid --prompt-bars 8 --bars 8            # continue (metre, tempo kept)
+    python -m model.generate --prompt song.mid --prompt-bars 8 --add-part piano     # a new part over 8 bars
+    python -m model.generate --prompt song.mid --prompt-bars 8 --regenerate-part bass
+    python -m model.generate --prompt song.mid --prompt-bars 8 --infill-bars 3-4
+
+Writes one MIDI file per variant into DIR and prints one JSON line (files, notes per group, bars, the
+prompt bars and the new bars, seconds, the engine's speed in its own unit: tokens, frames, windows or events
+per second, and per result the adherence figures of model/adherence.py).
 `--checkpoint DIR` works for every engine.  Bad arguments or input: exit status 2 and one clear line
 on stderr.
 """
@@ -21,10 +28,10 @@ from pathlib import Path
 import torch
 
 from tokenizer import MidiError, load_midi, write_midi
-from tokenizer import vocab as V
 
+from .adherence import adherence
 from .engine import get_engine
-from .request import MAX_BARS, GenerationRequest
+from .request import LABELS, MAX_BARS, GenerationRequest, RequestError, prompt_bars
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,8 +58,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="default: random (printed back)")
     p.add_argument("--bpm", type=float, default=120.0)
     p.add_argument("--style", default=None)
-    p.add_argument("--prompt", default=None, help="a MIDI file to continue")
-    p.add_argument("--prompt-bars", type=int, default=4, help="how many bars of the prompt to keep")
+    p.add_argument("--prompt", default=None, help="a MIDI file to continue or edit")
+    p.add_argument("--prompt-bars", type=int, default=4, help="how many bars of the prompt to keep (or edit)")
+    p.add_argument("--key", default=None, help="key and scale lock, e.g. 'D minor', 'A dorian', 'E blues'")
+    p.add_argument("--chords", default=None, help="one chord a bar from bar 1, repeating, e.g. 'Dm Bb F C'")
+    p.add_argument("--chord-bias", type=float, default=2.0, help="pull of the non-bass parts to chord tones")
+    e = p.add_mutually_exclusive_group()
+    e.add_argument("--add-part", default=None, metavar="GROUP", help="add this part to the prompt's bars")
+    e.add_argument("--regenerate-part", default=None, metavar="GROUP", help="write this part of the prompt anew")
+    e.add_argument("--infill-bars", default=None, metavar="FIRST-LAST", help="write these bars of the prompt anew")
     p.add_argument("--noise-sd", type=float, default=None, help="latent noise sd (engines with the noise_sd control)")
     p.add_argument("--alpha", type=float, default=None, help="pull towards --reference, 0 to 1 (engines with it)")
     p.add_argument("--reference", default=None,
@@ -75,6 +89,23 @@ def engine_options(args, engine) -> dict:
     return extra
 
 
+def edit_fields(args) -> dict:
+    """--add-part / --regenerate-part / --infill-bars -> the request's edit, part and infill_bars."""
+    if args.add_part is not None:
+        return {"edit": "add_part", "part": args.add_part}
+    if args.regenerate_part is not None:
+        return {"edit": "regenerate_part", "part": args.regenerate_part}
+    if args.infill_bars is not None:
+        first, _, last = args.infill_bars.partition("-")
+        try:
+            bars = (int(first), int(last or first))
+        except ValueError:
+            raise RequestError(f"{LABELS['infill_bars']}: write FIRST-LAST, e.g. 3-4 "
+                               f"(got {args.infill_bars!r})") from None
+        return {"edit": "infill", "infill_bars": bars}
+    return {}
+
+
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     args = parser().parse_args(argv)
@@ -92,7 +123,8 @@ def main(argv=None) -> int:
         req = GenerationRequest(
             groups=tuple(g for g in args.instruments.split(",") if g.strip()), drums=args.drums, bars=args.bars,
             variants=args.variants, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-            seed=seed, bpm=args.bpm, style=args.style, prompt=prompt, extra=extra,
+            seed=seed, bpm=args.bpm, style=args.style, prompt=prompt, extra=extra, key=args.key,
+            chords=args.chords, chord_bias=args.chord_bias, **edit_fields(args),
         )
         if args.style is not None and not engine.supports("style"):
             raise ValueError(f"engine {args.engine} has no styles")
@@ -111,13 +143,33 @@ def main(argv=None) -> int:
         write_midi(s, path)
         files.append(str(path))
     per_s, unit = engine.speed()
+    bars = [s.length // s.bar_steps if s.length else s.n_bars for s in scores]
+    kept = prompt_bars(req.prompt) if req.prompt is not None else 0
+    new = [b - kept if req.edit in (None, "continue") else 0 for b in bars]
     print(json.dumps({
         "engine": args.engine, "seed": seed, "files": files,
         "notes_per_group": [s.notes_per_group() for s in scores],
-        "bars": [s.length // V.STEPS_PER_BAR if s.length else s.n_bars for s in scores],
+        "bars": bars, "prompt_bars": kept, "new_bars": new,
+        "summary": summary(req, scores[0], kept), "time_signature": list(scores[0].time_signature),
+        "bpm": round(scores[0].bpm, 2), "adherence": [adherence(req, s) for s in scores],
         "seconds": round(seconds, 3), f"{unit}_per_s": round(per_s, 1),
     }))
     return 0
+
+
+def summary(req, score, kept_bars: int) -> str:
+    """One line: what was made, e.g. "8 prompt bars + 8 new bars (3/4, 153 BPM)"."""
+    bars = score.length // score.bar_steps if score.length else score.n_bars
+    meter = f"({score.time_signature[0]}/{score.time_signature[1]}, {score.bpm:g} BPM)"
+    if req.edit in ("add_part", "regenerate_part"):
+        verb = "added" if req.edit == "add_part" else "regenerated"
+        return f"{req.part} part {verb} over {bars} prompt bars {meter}"
+    if req.edit == "infill":
+        first, last = req.infill_bars
+        return f"bars {first}-{last} of {bars} prompt bars infilled {meter}"
+    if req.prompt is not None:
+        return f"{kept_bars} prompt bars + {bars - kept_bars} new bars {meter}"
+    return f"{bars} new bars {meter}"
 
 
 if __name__ == "__main__":

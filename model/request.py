@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tokenizer import Score
+from tokenizer import harmony as H
 from tokenizer import vocab as V
 
 # Limits shared by the page, the CLI and the API.
@@ -32,9 +33,13 @@ SEED_LIMIT = 2**32  # seeds are 0 .. SEED_LIMIT - 1
 # Control names an engine may declare.  The last three are engine options carried in
 # GenerationRequest.extra: "noise_sd" (float, latent noise), "alpha" (float 0..1, pull towards the
 # reference), "reference" (a built-in reference name from Engine.references, or an uploaded Score).
+# "key" (key and scale lock), "chords" (a progression, with its chord pull) and "edit" (continue, add a part,
+# regenerate a part, infill bars) are the editing controls (GenerationRequest.key / chords / edit).
 ALL_CONTROLS = ("groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm",
-                "style", "prompt", "noise_sd", "alpha", "reference")
+                "style", "prompt", "noise_sd", "alpha", "reference", "key", "chords", "edit")
 MAX_NOISE_SD = 2.0
+MAX_CHORD_BIAS = 10.0
+EDITS = ("continue", "add_part", "regenerate_part", "infill")
 
 # Each field as the page labels it; the page uses these labels and every message names the field by them.
 LABELS = {
@@ -55,6 +60,12 @@ LABELS = {
     "alpha": "Pull towards the reference (alpha)",
     "reference": "Reference song",
     "reference_midi": "Reference MIDI",
+    "key": "Key",
+    "chords": "Chords",
+    "chord_bias": "Chord pull",
+    "edit": "Edit",
+    "part": "Part",
+    "infill_bars": "Infill bars",
 }
 
 
@@ -131,6 +142,68 @@ def _extra(extra: Any) -> dict:
     return out
 
 
+def _text(value: Any, name: str, parse):
+    """None for a blank value; else the parsed value, or RequestError naming LABELS[name]."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        return parse(value)
+    except ValueError as e:
+        raise RequestError(f"{LABELS[name]}: {e}") from None
+
+
+def _harmony(key: Any, chords: Any) -> tuple[str | None, str | None]:
+    """Key and chords as normalized text ('D minor', 'Dm Bb F C'); every chord must have a note in the key
+    (the bass plays only notes that are both)."""
+    k = _text(key, "key", H.parse_key)
+    c = _text(chords, "chords", H.parse_chords)
+    for chord in c or ():
+        if k is not None and not chord.tones & k.pitch_classes:
+            raise RequestError(f"{LABELS['chords']}: {chord} has no note in {k}; change the chord or the "
+                               f"{LABELS['key']}")
+    return (None if k is None else str(k)), (None if c is None else " ".join(map(str, c)))
+
+
+def _edit(req: "GenerationRequest") -> tuple[str | None, str | None, tuple[int, int] | None]:
+    """(edit, part, infill_bars), checked against the uploaded MIDI."""
+    edit = req.edit if req.edit not in ("", None) else None
+    if edit is None:
+        return None, None, None
+    if edit not in EDITS:
+        raise RequestError(f"{LABELS['edit']}: unknown edit {shown(edit)}; choose from {', '.join(EDITS)} (or none)")
+    if req.prompt is None:
+        raise RequestError(f"{LABELS['edit']}: {edit.replace('_', ' ')} needs an uploaded {LABELS['prompt']}")
+    prompt = req.prompt
+    part, bars = None, None
+    if edit in ("add_part", "regenerate_part"):
+        name = req.part.strip().lower() if isinstance(req.part, str) else req.part
+        if name not in V.GROUPS:
+            raise RequestError(f"{LABELS['part']} must be one of {', '.join(V.GROUPS)} (got {shown(req.part)})")
+        has = V.GROUPS.index(name) in prompt.groups
+        if edit == "add_part" and has:
+            raise RequestError(f"{LABELS['part']}: the {LABELS['prompt']} already has a {name} part; "
+                               f"regenerate it instead, or choose another part")
+        if edit == "regenerate_part" and not has:
+            raise RequestError(f"{LABELS['part']}: the {LABELS['prompt']} has no {name} part to regenerate "
+                               f"(it has {', '.join(V.GROUPS[g] for g in prompt.groups)})")
+        part = name
+    elif edit == "infill":
+        n_bars = prompt_bars(prompt)
+        value = req.infill_bars
+        ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
+        if not ok or not 1 <= value[0] <= value[1] <= n_bars:
+            raise RequestError(f"{LABELS['infill_bars']} must be a first and a last bar with 1 <= first <= last <= "
+                               f"{n_bars} (the bars of the {LABELS['prompt']}; got {shown(value)})")
+        bars = (int(value[0]), int(value[1]))
+    return edit, part, bars
+
+
+def prompt_bars(prompt: Score) -> int:
+    """Whole bars an uploaded (cut) score spans: its length when set, else the bars its onsets reach."""
+    return prompt.length // prompt.bar_steps if prompt.length else prompt.n_bars
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     groups: tuple[str, ...] = ("piano",)  # pitched group names (vocab.PITCHED_GROUPS)
@@ -145,6 +218,12 @@ class GenerationRequest:
     style: str | None = None
     prompt: Score | None = None  # continue this score (already cut to the bars to keep)
     extra: dict = field(default_factory=dict)  # engine options (see ALL_CONTROLS)
+    key: str | None = None  # "D minor": every pitched note in the scale (control "key")
+    chords: str | None = None  # "Dm Bb F C": one chord a bar from bar 1, repeating (control "chords")
+    chord_bias: float = 2.0  # logit pull of the non-bass parts towards chord tones (the bass plays only them)
+    edit: str | None = None  # None, or one of EDITS, on `prompt` (control "edit")
+    part: str | None = None  # the group added or regenerated (a vocab.GROUPS name; "drums" too)
+    infill_bars: tuple[int, int] | None = None  # (first, last), 1-based inclusive, bars of `prompt`
 
     def validate(self) -> "GenerationRequest":
         """Return a normalized copy (ints, floats, lower-case unique groups) or raise RequestError."""
@@ -157,8 +236,14 @@ class GenerationRequest:
         if self.style is not None and self.style not in V.STYLES:
             raise RequestError(f"{LABELS['style']}: unknown style {shown(self.style)}; choose from "
                                f"{', '.join(V.STYLES)} (or none)")
+        prompt = None if self.prompt is None else _score(
+            self.prompt, "prompt", f"the bars used contain no notes; raise '{LABELS['prompt_bars']}' or upload "
+                                   "another file")
+        key, chords = _harmony(self.key, self.chords)
+        edit, part, infill = _edit(replace(self, prompt=prompt))
         return replace(
-            self, groups=groups,
+            self, groups=groups, key=key, chords=chords, edit=edit, part=part, infill_bars=infill,
+            chord_bias=real_number(self.chord_bias, "chord_bias", 0.0, MAX_CHORD_BIAS),
             bars=whole_number(self.bars, "bars", 1, MAX_BARS),
             variants=whole_number(self.variants, "variants", 1, MAX_VARIANTS),
             temperature=real_number(self.temperature, "temperature", MIN_TEMPERATURE, MAX_TEMPERATURE),
@@ -166,12 +251,25 @@ class GenerationRequest:
             top_k=whole_number(self.top_k, "top_k", 0, MAX_TOP_K, note=" (0 = off)"),
             seed=whole_number(self.seed, "seed", 0, SEED_LIMIT - 1),
             bpm=real_number(self.bpm, "bpm", MIN_BPM, MAX_BPM),
-            prompt=None if self.prompt is None else _score(
-                self.prompt, "prompt", f"the bars used contain no notes; raise '{LABELS['prompt_bars']}' or upload "
-                                       "another file"),
+            prompt=prompt,
             extra=_extra(self.extra),
         )
 
     @property
     def group_ids(self) -> list[int]:
         return [V.GROUPS.index(g) for g in self.groups]
+
+    @property
+    def parsed_key(self) -> H.Key | None:
+        return None if not self.key else H.parse_key(self.key)
+
+    @property
+    def parsed_chords(self) -> tuple[H.Chord, ...]:
+        return () if not self.chords else H.parse_chords(self.chords)
+
+    def controls_used(self) -> set[str]:
+        """The editing controls this request asks for (an engine without one refuses the request)."""
+        used = {"key"} if self.key not in (None, "") else set()
+        used |= {"chords"} if self.chords not in (None, "") else set()
+        used |= {"edit"} if self.edit not in (None, "", "continue") else set()
+        return used

@@ -1,4 +1,4 @@
-"""Sampling, in one place: logit filters, the 3-token grammar, control masks, and the batched loop.
+"""Sampling, in one place: logit filters, the 3-token grammar, control masks, editing, and the batched loop.
 
 Grammar: after the control prefix, position mod 3 fixes the token type.
 Controls hold by construction:
@@ -7,7 +7,16 @@ Controls hold by construction:
   or half-way through a 1-bar request) is forced at the next slot 2, so each one is heard;
 - a shift that would reach the requested end ends the variant, so the bars are exact (notes that
   would ring past the end are cut at the bar line; the piece lasts exactly N bars);
-- END is never sampled (the length control decides), rest triples only after a maximal shift.
+- END is never sampled (the length control decides), rest triples only after a maximal shift;
+- pitch: every pitched group keeps to its measured register (tokenizer.harmony.REGISTERS) and to the
+  key's scale (without a key, to the chords' notes); with chords the bass plays only tones of its bar's
+  chord and the other pitched groups get `chord_bias` added to their chord tones' logits; drums are exempt;
+- notes within one onset are in the tokenizer's order (group, then pitch, ascending).
+Editing is the same grammar with forced notes (`Plan`): the prompt before the edited span is the context,
+kept notes inside it are forced in at their places and new notes may only go where the order allows (before
+the next kept note; at its onset only if they sort before it), and the notes after it follow unchanged.
+Continue = context only; add a part = every prompt note kept, the new part free (and heard in every bar);
+regenerate a part = the same without that part; infill = left context, the bars generated, the rest kept.
 All variants run in one batch; a seeded torch.Generator makes a request reproducible.
 Beyond the context window the decoder slides: the prefix plus the most recent half window is
 re-encoded, aligned to whole notes.
@@ -22,7 +31,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from tokenizer import Score, control_prefix, decode_notes, encode_notes
+from tokenizer import NOTE_DTYPE, Score, control_prefix, decode_notes, encode_notes
+from tokenizer import harmony as H
 from tokenizer import vocab as V
 from tokenizer.score import cut_at
 
@@ -87,65 +97,307 @@ def group_mask(groups) -> torch.Tensor:
     return m
 
 
-class Grammar:
-    """Per-variant decoding state and the masks it implies."""
+# ---- what to decode: the plan of a request ------------------------------------------------------
+@dataclass
+class Plan:
+    """A request as one decoding problem.  Time runs in steps of the piece; the stream decodes
+    [min_time, new_end): `context` (notes before min_time) is encoded as the prompt, `kept` notes (onsets in
+    [min_time, new_end)) are forced in at their places, new notes of `allowed` groups may fill in around
+    them, and `tail` (notes at or after new_end) is appended untouched (a causal model cannot use it)."""
+    context: np.ndarray
+    kept: np.ndarray
+    tail: np.ndarray
+    allowed: list[int]  # groups new notes may use
+    prefix_groups: list[int]
+    drums_flag: bool
+    played: set[int]  # groups already heard (not forced again)
+    min_time: int
+    new_end: int
+    limit: int  # the piece's length (steps)
+    force_at: int
+    every_bar: bool  # the new groups must be heard in every bar (add or regenerate a part)
+    bar_steps: int
+    time_signature: tuple[int, int]
+    bpm: float
 
-    def __init__(self, batch: int, allowed_groups: list[int], limit: int, start_time: int, force_at: int,
-                 already_played: set[int] = frozenset(), max_notes: int = 10**9, min_time: int = 0,
+
+def _split(notes: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    on = notes["onset"]
+    return notes[on < lo], notes[(on >= lo) & (on < hi)], notes[on >= hi]
+
+
+def plan_request(req) -> Plan:
+    """Free generation, a continuation, or an edit of `req.prompt` (add or regenerate a part, infill bars).
+    A continuation keeps the prompt's metre and tempo; an edit covers exactly the prompt's bars."""
+    allowed = sorted(set(req.group_ids) | ({V.DRUM_GROUP} if req.drums else set()))
+    prompt: Score | None = req.prompt
+    edit = getattr(req, "edit", None)
+    if prompt is None or not len(prompt.notes):
+        limit = req.bars * V.STEPS_PER_BAR
+        empty = np.zeros(0, NOTE_DTYPE)
+        return Plan(empty, empty, empty, allowed, allowed, req.drums, set(), 0, limit, limit,
+                    min(V.STEPS_PER_BAR, limit // 2), False, V.STEPS_PER_BAR, (4, 4), req.bpm)
+    bar = prompt.bar_steps
+    length = prompt.length if prompt.length else prompt.n_bars * bar
+    notes = prompt.notes
+    common = dict(bar_steps=bar, time_signature=prompt.time_signature, bpm=prompt.bpm)
+    if edit in ("add_part", "regenerate_part"):
+        g = V.GROUPS.index(req.part)
+        kept = notes[notes["group"] != g]
+        groups = sorted(set(prompt.groups) | {g})
+        return Plan(kept[:0], kept, kept[:0], [g], groups, V.DRUM_GROUP in groups, set(), 0, length, length,
+                    min(bar, length // 2), True, **common)
+    if edit == "infill":
+        first, last = req.infill_bars
+        lo, hi = (first - 1) * bar, last * bar
+        context, _, tail = _split(notes, lo, hi)
+        groups = prompt.groups
+        return Plan(context, notes[:0], tail, groups, groups, prompt.has_drums, set(groups), lo, hi, length, hi,
+                    False, **common)
+    limit = length + req.bars * bar  # continue
+    groups = sorted(set(allowed) | set(prompt.groups))
+    return Plan(notes, notes[:0], notes[:0], allowed, groups, req.drums or prompt.has_drums, set(prompt.groups),
+                length, limit, limit, length + min(bar, req.bars * bar // 2), False, **common)
+
+
+def pitch_controls(req, plan: Plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(note mask (V,), per-chord bar masks (C, V), per-chord biases (C, V)) for new notes.
+
+    Every pitched group keeps to its measured register and to the key's scale (or, without a key, to the
+    union of the chords' notes); drums are exempt.  With chords the bass plays only tones of its bar's
+    chord (hard), the other pitched groups get `chord_bias` added to their chord tones' logits."""
+    key, chords = req.parsed_key, req.parsed_chords
+    pcs = key.pitch_classes if key else frozenset(range(12))
+    if key is None and chords:
+        pcs = frozenset().union(*(c.tones for c in chords))
+    scale = H.pitch_mask(pcs)
+    note = np.zeros(V.VOCAB_SIZE, bool)
+    for g in plan.allowed:
+        lo = V.GROUPPITCH_OFFSET + g * 128
+        note[lo:lo + 128] = H.register_mask(g) & (scale | (g == V.DRUM_GROUP))
+    bar_masks = np.ones((max(1, len(chords)), V.VOCAB_SIZE), bool)
+    bias = np.zeros((max(1, len(chords)), V.VOCAB_SIZE), np.float32)
+    bass = V.GROUPS.index("bass")
+    for c, chord in enumerate(chords):
+        tones = H.pitch_mask(chord.tones)
+        for g in range(V.N_PITCHED):
+            lo = V.GROUPPITCH_OFFSET + g * 128
+            if g == bass:
+                bar_masks[c, lo:lo + 128] = tones
+            else:
+                bias[c, lo:lo + 128] = tones * float(req.chord_bias)
+    return torch.from_numpy(note), torch.from_numpy(bar_masks), torch.from_numpy(bias)
+
+
+# ---- the grammar ----------------------------------------------------------------------------
+_NEVER = 2**40  # the onset of "no kept note left"
+SKIP_LOGIT = -2.3  # log 0.1: a skip (the model's mass on kept parts' notes where none is kept) weighs a tenth
+
+
+class Grammar:
+    """Per-variant decoding state and the masks it implies (see the module docstring)."""
+
+    def __init__(self, batch: int, plan: Plan, start_time: int, max_notes: int = 10**9, bar_notes: int = 10**9,
+                 pitch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
                  device: torch.device | str = "cpu"):
         """All state and masks live on `device` (the decoder's), so sampling never copies logits."""
-        self.device = torch.device(device)
-        self.allowed = list(allowed_groups)
-        self.limit = limit
-        self.force_at = force_at
-        self.min_time = min_time  # a continuation starts at the prompt's end, not inside it
+        self.device = dev = torch.device(device)
+        self.plan = plan
+        self.allowed = list(plan.allowed)
+        self.limit, self.new_end, self.min_time = plan.limit, plan.new_end, plan.min_time
+        self.force_at, self.bar_steps, self.max_notes = plan.force_at, plan.bar_steps, max_notes
+        self.bar_notes = bar_notes  # new notes a bar may hold
         self.force_after_notes = max(1, max_notes // 2)  # also force once half the note budget is spent
-        dev = self.device
         self.time = torch.full((batch,), start_time, dtype=torch.long, device=dev)
         self.done = torch.zeros(batch, dtype=torch.bool, device=dev)
         self.n_body = 0  # body tokens emitted so far (same for every variant)
         self.last_shift = torch.zeros(batch, dtype=torch.long, device=dev)
+        self.last_durvel = torch.zeros(batch, dtype=torch.long, device=dev)
         self.rest = torch.zeros(batch, dtype=torch.bool, device=dev)
         self.played = torch.zeros(batch, V.N_GROUPS, dtype=torch.bool, device=dev)
-        for g in already_played:
-            self.played[:, g] = True
+        self.played[:, sorted(plan.played)] = True
+        self.n_new = torch.zeros(batch, dtype=torch.long, device=dev)  # new notes placed
+        self.bar_new = torch.zeros(batch, dtype=torch.long, device=dev)  # ... in the current bar
+        # the previous real note (order within an onset: group, then pitch) and the bar the new part was heard in
+        self.prev_time = torch.full((batch,), -1, dtype=torch.long, device=dev)
+        self.prev_key = torch.full((batch,), -1, dtype=torch.long, device=dev)
+        self.bar_heard = torch.full((batch,), -1, dtype=torch.long, device=dev)
+        if len(plan.context):
+            self.prev_time[:] = int(plan.context["onset"][-1])
+            self.prev_key[:] = int(plan.context["group"][-1]) * 128 + int(plan.context["pitch"][-1])
+        # kept notes, forced in order; a sentinel past the end
+        k = plan.kept
+        self.k_onset = torch.tensor(list(k["onset"]) + [_NEVER], dtype=torch.long, device=dev)
+        self.k_key = torch.tensor(list(k["group"].astype(np.int64) * 128 + k["pitch"]) + [V.N_GROUPS * 128],
+                                  dtype=torch.long, device=dev)
+        levels = np.searchsorted(np.asarray(V.DURATION_LEVELS), k["duration"])  # durations are on levels
+        durvel = V.DURVEL_OFFSET + levels * V.N_VELOCITY + k["velocity"].astype(np.int64)
+        self.k_durvel = torch.tensor(list(durvel) + [-1], dtype=torch.long, device=dev)
+        self.kidx = torch.zeros(batch, dtype=torch.long, device=dev)
+        # notes of the prompt that sound into the window: a new note may not restrike (and so cut) them
+        every = np.concatenate([plan.context, plan.kept, plan.tail])
+        ends = every["onset"].astype(np.int64) + every["duration"]
+        ring = every[(ends > plan.min_time) & (every["onset"] < plan.new_end)]
+        self.r_on = torch.tensor(ring["onset"].astype(np.int64), device=dev)
+        self.r_end = torch.tensor(ring["onset"].astype(np.int64) + ring["duration"], device=dev)
+        self.r_tok = torch.tensor(V.GROUPPITCH_OFFSET + ring["group"].astype(np.int64) * 128 + ring["pitch"],
+                                  device=dev)
+        note, bar_masks, bias = pitch if pitch is not None else (group_mask(self.allowed), None, None)
+        self.note_mask = (note & group_mask(self.allowed)).to(dev)
+        self.bar_masks = None if bar_masks is None else bar_masks.to(dev)
+        self.bias = None if bias is None or not bias.any() else bias.to(dev)
         self.allowed_t = torch.tensor(self.allowed, dtype=torch.long, device=dev)
         self.group_masks = torch.stack([group_mask([g]) for g in self.allowed]).to(dev)  # (n_allowed, V)
-        self.allowed_mask = group_mask(self.allowed).to(dev)
         self.shift_mask = SHIFT_MASK.to(dev)
         self.durvel_mask = DURVEL_MASK.to(dev)
         self.shift_range = torch.arange(V.N_SHIFT, device=dev)
+        self.vocab_range = torch.arange(V.VOCAB_SIZE, device=dev)
         self.end_len = torch.full((batch,), -1, dtype=torch.long, device=dev)  # body length when done
+        self.fix_durvel = torch.full((batch,), -1, dtype=torch.long, device=dev)  # the triple's durvel, corrected
+        # parts kept but not generated: the model's wish for one of their notes where none is kept is a "skip"
+        # (GROUPPITCH_REST: the triple becomes a time-only rest triple, nothing new here)
+        skip_groups = sorted({int(g) for g in plan.kept["group"]} - set(self.allowed))
+        self.skip_mask = group_mask(skip_groups).to(dev) if skip_groups else None
+        self.skipped = torch.zeros(batch, dtype=torch.bool, device=dev)  # the last triple was a skip
 
     @property
     def slot(self) -> int:
         return self.n_body % 3
 
-    def mask(self) -> torch.Tensor:
-        """(B, V) bool: which tokens may come next."""
+    # ---- derived state ----
+    def _missing(self) -> torch.Tensor:
+        return ~self.played[:, self.allowed_t]  # (B, n_allowed)
+
+    def _next_kept(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.k_onset[self.kidx], self.k_key[self.kidx], self.k_durvel[self.kidx]
+
+    def new_keys(self) -> torch.Tensor:
+        """(B, V) bool: the GROUPPITCH tokens a new note may take at the current time."""
         B = self.time.shape[0]
-        s = self.slot
-        missing = ~self.played[:, self.allowed_t]  # (B, n_allowed)
-        if s == 0:
-            m = self.shift_mask.expand(B, -1).clone()
-            # a variant may not end while a requested group is still unheard
-            ending = (self.time[:, None] + self.shift_range[None]) >= self.limit  # (B, N_SHIFT)
-            block = ending & missing.any(1, keepdim=True)
-            gap = (self.min_time - self.time).clamp(min=0)  # (B,)
-            early = self.shift_range[None] < gap.clamp(max=V.MAX_SHIFT)[:, None]
-            m[:, V.SHIFT_OFFSET:V.SHIFT_OFFSET + V.N_SHIFT] &= ~(block | early)
-            return m
-        if s == 1:
-            m = self.durvel_mask.expand(B, -1).clone()
-            m[:, V.DURVEL_REST] = self.last_shift == V.MAX_SHIFT
-            m[self.time < self.min_time] = False  # still before the prompt's end: a rest triple
-            m[self.time < self.min_time, V.DURVEL_REST] = True
-            return m
-        m = self.allowed_mask.expand(B, -1).clone()
+        m = self.note_mask.expand(B, -1)
+        if self.bar_masks is not None:
+            m = m & self.bar_masks[(self.time // self.bar_steps) % self.bar_masks.shape[0]]
+        missing = self._missing()
         late = (self.time >= self.force_at) | (self.n_body // 3 >= self.force_after_notes)
-        force = late & missing.any(1) & ~self.rest  # (B,): only the unheard groups may play
-        forced = (missing[:, :, None] & self.group_masks[None]).any(1)  # (B, V)
-        m = torch.where(force[:, None], forced, m)
+        forced = m & (missing[:, :, None] & self.group_masks[None]).any(1)  # only the unheard groups
+        m = torch.where((late & missing.any(1) & forced.any(1))[:, None], forced, m)
+        if len(self.r_tok):  # prompt notes still sounding
+            sounding = (self.r_on[None] < self.time[:, None]) & (self.time[:, None] < self.r_end[None])  # (B, R)
+            busy = torch.zeros(B, V.VOCAB_SIZE, device=self.device).scatter_add_(
+                1, self.r_tok.expand(B, -1), sounding.float()) > 0
+            m = m & ~busy
+        tok = self.vocab_range[None]
+        k_on, k_key, _ = self._next_kept()
+        after_prev = (self.prev_time != self.time)[:, None] | (tok > V.GROUPPITCH_OFFSET + self.prev_key[:, None])
+        before_kept = (k_on != self.time)[:, None] | (tok < V.GROUPPITCH_OFFSET + k_key[:, None])
+        window = (self.time >= self.min_time) & (self.time < self.new_end) & (self.n_new < self.max_notes) \
+            & (self.bar_new < self.bar_notes)
+        return m & after_prev & before_kept & window[:, None]
+
+    # ---- masks ----
+    def constrain(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, V) logits -> the same with every token the grammar forbids at -inf (plus the chord pull)."""
+        mask = self.mask()
+        if self.slot == 0 and len(self.k_onset) > 1:
+            logits = self._onto_kept(logits)
+        if self.slot == 2 and len(self.k_onset) > 1:
+            logits = self._kept_note_mass(logits, mask)
+        if self.slot == 2 and self.skip_mask is not None:
+            other = torch.logsumexp(logits.masked_fill(~self.skip_mask, float("-inf")), 1) + SKIP_LOGIT
+            logits = logits.clone()
+            logits[:, V.GROUPPITCH_REST] = torch.where(self.rest, logits[:, V.GROUPPITCH_REST], other)
+        if self.slot == 2 and self.bias is not None:
+            logits = logits + self.bias[(self.time // self.bar_steps) % self.bias.shape[0]]
+        return logits.masked_fill(~mask, float("-inf"))
+
+    def _onto_kept(self, logits: torch.Tensor) -> torch.Tensor:
+        """Slot 0 with a kept note within reach: the model's mass on shifts at or past it ("nothing new before
+        it") goes to the shift that lands on it, so new notes are placed where the model wants them, not
+        wherever the mask leaves room."""
+        gap = self._next_kept()[0] - self.time
+        lo, hi = V.SHIFT_OFFSET, V.SHIFT_OFFSET + V.N_SHIFT
+        shifts = logits[:, lo:hi]
+        past = self.shift_range[None] >= gap[:, None]
+        total = torch.logsumexp(shifts.masked_fill(~past, float("-inf")), 1, keepdim=True)
+        moved = shifts.scatter(1, gap.clamp(0, V.MAX_SHIFT)[:, None], total)
+        logits = logits.clone()
+        logits[:, lo:hi] = torch.where((gap <= V.MAX_SHIFT)[:, None], moved, shifts)
+        return logits
+
+    def _kept_note_mass(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Slot 2 on a kept note's onset: the model's mass on every note a new part may not play here (the
+        kept note, the other parts' notes, the new part's notes that sort after it) goes to the kept note."""
+        k_on, k_key, _ = self._next_kept()
+        at_kept = (k_on == self.time) & ~self.rest
+        lo, hi = V.GROUPPITCH_OFFSET, V.GROUPPITCH_REST
+        kept_tok = (lo + k_key).clamp(max=hi - 1)[:, None]
+        other = ~mask[:, lo:hi] | (self.vocab_range[None, lo:hi] == kept_tok)
+        total = torch.logsumexp(logits[:, lo:hi].masked_fill(~other, float("-inf")), 1, keepdim=True)
+        moved = logits.scatter(1, kept_tok, total)
+        return torch.where(at_kept[:, None], moved, logits)
+
+    def mask(self) -> torch.Tensor:
+        """(B, V) bool: which tokens may come next (never none for a variant)."""
+        return (self._shift_mask, self._durvel_mask, self._pitch_mask)[self.slot]()
+
+    def _shift_mask(self) -> torch.Tensor:
+        B = self.time.shape[0]
+        s = self.shift_range[None]  # (1, N_SHIFT)
+        t = self.time[:, None] + s  # the onset each shift leads to
+        k_on = self._next_kept()[0][:, None]
+        gap = k_on - self.time[:, None]
+        missing = self._missing().any(1, keepdim=True)
+        ok = s <= gap  # never past the next kept note
+        ok &= ~((t >= self.new_end) & missing)  # a variant may not end while a requested group is unheard
+        lead = (self.min_time - self.time).clamp(min=0).clamp(max=V.MAX_SHIFT)[:, None]
+        ok &= s >= lead  # a continuation starts at the prompt's end, not inside it
+        new_here = self.new_keys().any(1)
+        ok[:, 0] &= (gap[:, 0] == 0) | new_here  # a note at the same onset must sort after the previous one
+        ok[:, 0] &= ~self.skipped  # after a skip, time moves on
+        budget = self.n_new < self.max_notes
+        must = torch.minimum(gap, self.new_end - self.time[:, None]).clamp(0, V.MAX_SHIFT)
+        ok = torch.where(budget[:, None], ok, s == must)  # budget spent: to the next kept note or the end
+        bar = self.time // self.bar_steps
+        stay = ((bar + 1) * self.bar_steps)[:, None] > t
+        full = (self.bar_new >= self.bar_notes)[:, None]  # this bar's budget spent: to a kept note or on
+        ok &= ~full | ~stay | (s == gap)
+        if self.plan.every_bar:  # the new part is heard in every bar: do not leave a bar without it
+            want = (self.bar_heard != bar) & (self.time >= self.min_time) & budget
+            kept_ok = ok & stay
+            ok = torch.where((want & kept_ok.any(1))[:, None], kept_ok, ok)
+        ok = torch.where(ok.any(1, keepdim=True), ok, s == must)  # never nothing
+        m = torch.zeros(B, V.VOCAB_SIZE, dtype=torch.bool, device=self.device)
+        m[:, V.SHIFT_OFFSET:V.SHIFT_OFFSET + V.N_SHIFT] = ok
+        return m
+
+    def _durvel_mask(self) -> torch.Tensor:
+        B = self.time.shape[0]
+        k_on, _, k_dv = self._next_kept()
+        at_kept = k_on == self.time
+        # at a kept note's onset the durvel is sampled as for a new note; if slot 2 then picks the kept note,
+        # the loop puts the kept note's durvel in its place (`fix_durvel`)
+        m = self.durvel_mask.expand(B, -1) & self.new_keys().any(1)[:, None]
+        m = m | ((self.vocab_range[None] == k_dv[:, None]) & at_kept[:, None])
+        rest_ok = (self.last_shift == V.MAX_SHIFT) & (self.time < k_on)
+        m[:, V.DURVEL_REST] = rest_ok
+        early = self.time < self.min_time  # still before the prompt's end: a rest triple
+        m[early] = False
+        m[early, V.DURVEL_REST] = True
+        return torch.where(m.any(1, keepdim=True), m, self.durvel_mask.expand(B, -1))
+
+    def _pitch_mask(self) -> torch.Tensor:
+        B = self.time.shape[0]
+        k_on, k_key, k_dv = self._next_kept()
+        m = self.new_keys()
+        kept = k_on == self.time
+        if self.plan.every_bar:  # half the bar gone without the new part: it goes before the kept note
+            bar = self.time // self.bar_steps
+            late = (self.bar_heard != bar) & (self.time - bar * self.bar_steps >= self.bar_steps // 2)
+            kept &= ~(late & m.any(1))
+        m = m | ((self.vocab_range[None] == V.GROUPPITCH_OFFSET + k_key[:, None]) & kept[:, None])
+        m = torch.where(m.any(1, keepdim=True), m, self.note_mask.expand(B, -1))
+        if self.skip_mask is not None:  # once the new part is heard in this bar, the model may skip
+            m[:, V.GROUPPITCH_REST] = (k_on != self.time) & (self.bar_heard == self.time // self.bar_steps)
         m[self.rest] = False
         m[self.rest, V.GROUPPITCH_REST] = True
         return m
@@ -153,19 +405,36 @@ class Grammar:
     def update(self, tok: torch.Tensor) -> None:
         s = self.slot
         live = ~self.done
+        self.fix_durvel[:] = -1
         if s == 0:
             shift = tok - V.SHIFT_OFFSET
-            finished = live & (self.time + shift >= self.limit)
+            finished = live & (self.time + shift >= self.new_end)
             self.end_len[finished] = self.n_body
             self.done |= finished
-            self.time = torch.where(self.done, self.time, self.time + shift)
+            time = torch.where(self.done, self.time, self.time + shift)
+            self.bar_new = torch.where(time // self.bar_steps == self.time // self.bar_steps, self.bar_new, 0)
+            self.time = time
             self.last_shift = shift
         elif s == 1:
             self.rest = tok == V.DURVEL_REST
+            self.last_durvel = tok
         else:
-            g = ((tok - V.GROUPPITCH_OFFSET) // 128).clamp(0, V.N_GROUPS - 1)
+            key = tok - V.GROUPPITCH_OFFSET
+            g = (key // 128).clamp(0, V.N_GROUPS - 1)
             real = live & (tok != V.GROUPPITCH_REST)
+            self.skipped = live & ~real & ~self.rest
+            k_on, k_key, k_dv = self._next_kept()
+            kept = real & (k_on == self.time) & (key == k_key)
+            new = real & ~kept
+            self.fix_durvel = torch.where(kept & (self.last_durvel != k_dv), k_dv, self.fix_durvel)
+            self.fix_durvel = torch.where(self.skipped, V.DURVEL_REST, self.fix_durvel)
+            self.kidx += kept.long()
+            self.n_new += new.long()
+            self.bar_new += new.long()
             self.played[real, g[real]] = True
+            self.bar_heard = torch.where(new, self.time // self.bar_steps, self.bar_heard)
+            self.prev_time = torch.where(real, self.time, self.prev_time)
+            self.prev_key = torch.where(real, key, self.prev_key)
         self.n_body += 1
 
 
@@ -176,28 +445,18 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
     B = req.variants
     device = getattr(decoder, "device", torch.device("cpu"))
     gen = torch.Generator(device=device).manual_seed(int(req.seed))
-    prompt: Score | None = req.prompt
-    allowed = sorted(set(req.group_ids) | ({V.DRUM_GROUP} if req.drums else set()))
-    if prompt is not None and len(prompt.notes):
-        prompt_notes = prompt.notes
-        bar_steps, time_sig = prompt.bar_steps, prompt.time_signature
-        offset = prompt.length if prompt.length else prompt.n_bars * bar_steps
-        body0 = encode_notes(prompt_notes)
-        start_time = int(prompt_notes["onset"][-1])
-        prefix_groups = sorted(set(allowed) | set(prompt.groups))
-        drums_flag = req.drums or prompt.has_drums
-        played = set(prompt.groups)
-    else:
-        bar_steps, time_sig = V.STEPS_PER_BAR, (4, 4)
-        prompt_notes, offset, body0, start_time = None, 0, np.zeros(0, np.int64), 0
-        prefix_groups, drums_flag, played = allowed, req.drums, set()
-    prefix = control_prefix([g for g in prefix_groups if g != V.DRUM_GROUP], drums_flag, req.style)
-    limit = offset + req.bars * bar_steps
-    force_at = offset + min(bar_steps, req.bars * bar_steps // 2)
-    max_notes = max_notes_per_bar * req.bars
-    grammar = Grammar(B, allowed, limit, start_time, force_at, already_played=played, max_notes=max_notes,
-                      min_time=offset, device=device)
-    max_body = len(body0) + 3 * max_notes
+    plan = plan_request(req)
+    body0 = encode_notes(plan.context)
+    start_time = int(plan.context["onset"][-1]) if len(plan.context) else 0
+    prefix = control_prefix([g for g in plan.prefix_groups if g != V.DRUM_GROUP], plan.drums_flag, req.style)
+    span_bars = max(1, -(-(plan.new_end - plan.min_time) // plan.bar_steps))
+    max_notes = max_notes_per_bar * span_bars
+    bar_notes = max_notes_per_bar // 3 if plan.every_bar else max_notes_per_bar  # one part: a third
+    grammar = Grammar(B, plan, start_time, max_notes=max_notes, bar_notes=bar_notes,
+                      pitch=pitch_controls(req, plan), device=device)
+    max_body = len(body0) + 3 * (max_notes + len(plan.kept) + plan.limit // V.MAX_SHIFT + 2)
+    if len(plan.kept):
+        max_body += 3 * (plan.new_end - plan.min_time)  # skips (each moves time on)
 
     ctx = decoder.cfg.max_seq_len
     keep = max(3, (ctx - len(prefix)) // 2 // 3 * 3)  # body tokens kept when sliding (whole notes)
@@ -215,20 +474,27 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
         return decoder(window)
 
     logits = prefill(n)
-    grammar.n_body = 0  # the grammar counts from the first sampled token; prompt is whole notes
     sampled = 0
+    span = max(plan.new_end - plan.min_time, 1)
     while not bool(grammar.done.all()) and n < max_body:
-        mask = grammar.mask()
-        tok = sample_token(logits.float().masked_fill(~mask, float("-inf")), params, gen)
+        tok = sample_token(grammar.constrain(logits.float()), params, gen)
         grammar.update(tok)
         buf[:, n] = tok
         n += 1
         sampled += B
         if progress is not None and grammar.slot == 0:
-            progress(min(1.0, float((grammar.time.min() - offset).clamp(min=0)) / max(limit - offset, 1)))
+            progress(min(1.0, float((grammar.time.min() - plan.min_time).clamp(min=0)) / span))
         if bool(grammar.done.all()):
             break
-        if decoder.pos >= ctx:
+        fix = grammar.fix_durvel >= 0
+        if bool(fix.any()):  # the kept note gets its own durvel, a skip the rest durvel; then both tokens again
+            buf[:, n - 2] = torch.where(fix, grammar.fix_durvel, buf[:, n - 2])
+            if decoder.pos + 1 > ctx:
+                logits = prefill(n)
+            else:
+                decoder.pos -= 1  # the kept durvel was the last token fed: overwrite it
+                logits = decoder(buf[:, n - 2:n])
+        elif decoder.pos >= ctx:
             logits = prefill(n)
         else:
             logits = decoder(tok[:, None])
@@ -238,10 +504,9 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
         end = int(grammar.end_len[b]) if grammar.end_len[b] >= 0 else (n - len(body0)) // 3 * 3
         cont = buf[b, len(body0): len(body0) + end].cpu().numpy()
         notes, _ = decode_notes(cont, start_step=start_time)
-        if prompt_notes is not None:
-            notes = np.concatenate([prompt_notes, notes])
-        notes = cut_at(notes, limit)
-        scores.append(Score(notes, bpm=req.bpm, time_signature=time_sig, style=req.style, length=limit))
+        notes = cut_at(np.concatenate([plan.context, notes, plan.tail]), plan.limit)
+        scores.append(Score(notes, bpm=plan.bpm, time_signature=plan.time_signature, style=req.style,
+                            length=plan.limit))
     if progress is not None:
         progress(1.0)
     return scores, sampled

@@ -198,7 +198,7 @@ class TransformerEngine(Engine):
                    "velocity, instrument and pitch); instrument and drum controls always hold "
                    "(grammar-constrained decoding).")
     controls = frozenset({"groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed",
-                          "bpm", "style", "prompt"})
+                          "bpm", "style", "prompt", "key", "chords", "edit"})
     styles = V.STYLES
     config_class = TransformerConfig
     build = staticmethod(build_model)

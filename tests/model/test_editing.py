@@ -1,0 +1,230 @@
+"""Editing controls through the public request (tiny transformer): key lock, chords, registers, continue,
+add or regenerate a part, infill bars; each over many seeds, each 100% where the grammar makes it so."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import tokenizer as T
+from model.adherence import adherence
+from model.engine import Engine
+from model.generate import main as generate_main
+from model.request import GenerationRequest, RequestError
+from tests.conftest import MIDI_FIXTURES
+from tokenizer import harmony as H
+from tokenizer import vocab as V
+
+SEEDS = range(8)
+BASS = V.GROUPS.index("bass")
+WALTZ = next(f for f in MIDI_FIXTURES if f.name.startswith("boogi_marabi"))  # 3/4 at 153 BPM
+FIELDS = ["onset", "group", "pitch", "velocity", "duration"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models decode fastest on one thread (and leave the shared cores to others)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def rows(notes) -> list[tuple]:
+    return sorted(map(tuple, np.stack([notes[f].astype(np.int64) for f in FIELDS], 1).tolist()))
+
+
+def pitched(notes):
+    return notes[notes["group"] != V.DRUM_GROUP]
+
+
+def prompt(path=MIDI_FIXTURES[0], bars=4) -> T.Score:
+    return T.load_midi(path).first_bars(bars)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_key_lock_and_registers_hold(tiny_engine, seed):
+    key = ("D minor", "E blues", "F# lydian", "A minor-pentatonic")[seed % 4]
+    req = GenerationRequest(groups=("piano", "bass", "lead"), drums=True, bars=3, variants=2, seed=seed,
+                            temperature=1.5, key=key)
+    for s in tiny_engine.generate(req):
+        p = pitched(s.notes)
+        assert len(p) and H.in_key_share(s.notes, H.parse_key(key)) == 1.0
+        for g in np.unique(p["group"]):
+            lo, hi = H.REGISTERS[V.GROUPS[g]]
+            assert lo <= p["pitch"][p["group"] == g].min() and p["pitch"][p["group"] == g].max() <= hi
+        assert s.has_drums  # drums are exempt, and still heard
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_chords_bass_on_chord_tones_and_pull_on_strong_beats(tiny_engine, seed):
+    chords = "Dm Bb F C/E"
+    req = GenerationRequest(groups=("piano", "bass", "guitar"), drums=False, bars=4, variants=2, seed=seed,
+                            key="D minor", chords=chords, chord_bias=4.0)
+    parsed = H.parse_chords(chords)
+    for s in tiny_engine.generate(req):
+        bass = s.notes[s.notes["group"] == BASS]
+        assert len(bass)
+        assert H.chord_tone_share(bass, parsed, s.bar_steps, strong_only=False) == 1.0
+        assert H.in_key_share(s.notes, H.parse_key("D minor")) == 1.0
+        figures = adherence(req.validate(), s)
+        assert figures["bass_on_chord_tones"] == 1.0 and figures["in_key"] == 1.0
+        assert figures["chord_tones_on_strong_beats"] >= 0.75  # mostly chord tones (pulled, not forced)
+
+
+def test_chord_pull_raises_the_chord_tone_share(tiny_engine):
+    def share(bias):
+        got = []
+        for seed in range(4):
+            req = GenerationRequest(groups=("piano", "guitar"), drums=False, bars=4, variants=2, seed=seed,
+                                    chords="C Am F G", chord_bias=bias)
+            got += [H.chord_tone_share(s.notes, H.parse_chords("C Am F G"), 32) for s in tiny_engine.generate(req)]
+        return np.mean([x for x in got if x is not None])
+    assert share(4.0) > share(0.0) + 0.2
+
+
+def test_chords_without_a_key_lock_to_their_notes(tiny_engine):
+    req = GenerationRequest(groups=("piano", "strings"), drums=False, bars=2, variants=3, seed=2, chords="Dm Bb",
+                            temperature=1.5)
+    union = H.parse_chord("Dm").tones | H.parse_chord("Bb").tones
+    for s in tiny_engine.generate(req):
+        assert set(np.unique(s.notes["pitch"] % 12)) <= union
+
+
+def test_continue_keeps_the_prompts_metre_and_tempo(tiny_engine):
+    head = prompt(WALTZ, 4)
+    assert head.time_signature == (3, 4) and head.bpm == pytest.approx(153, abs=0.01)
+    req = GenerationRequest(groups=("piano",), bars=2, variants=2, seed=1, prompt=head, bpm=120, key="C major")
+    for s in tiny_engine.generate(req):
+        assert s.time_signature == (3, 4) and s.bpm == pytest.approx(153, abs=0.01)
+        assert s.length == 6 * head.bar_steps
+        assert rows(s.notes[s.notes["onset"] < head.length]) == rows(head.notes)
+        new = s.notes[s.notes["onset"] >= head.length]
+        assert H.in_key_share(new, H.parse_key("C major")) in (1.0, None)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_add_part_keeps_every_prompt_note(tiny_engine, seed):
+    head = prompt(MIDI_FIXTURES[seed % 3], 4)
+    part = next(g for g in ("guitar", "lead", "reed", "pipe") if V.GROUPS.index(g) not in head.groups)
+    req = GenerationRequest(variants=2, seed=seed, prompt=head, edit="add_part", part=part, key=None)
+    g = V.GROUPS.index(part)
+    for s in tiny_engine.generate(req):
+        assert s.length == head.length and s.time_signature == head.time_signature and s.bpm == head.bpm
+        assert rows(s.notes[s.notes["group"] != g]) == rows(head.notes)
+        heard = adherence(req.validate(), s)["part_heard_in_bars"]
+        assert heard >= 0.9, heard  # the new part in nearly every bar
+        assert adherence(req.validate(), s)["prompt_notes_kept"] == 1.0
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_regenerate_part_keeps_the_other_parts(tiny_engine, seed):
+    head = prompt(MIDI_FIXTURES[seed % 4], 4)
+    part = V.GROUPS[head.groups[seed % len(head.groups)]]
+    req = GenerationRequest(variants=2, seed=seed, prompt=head, edit="regenerate_part", part=part,
+                            key="C major" if part != "drums" else None)
+    g = V.GROUPS.index(part)
+    outs = tiny_engine.generate(req)
+    for s in outs:
+        assert s.length == head.length
+        assert rows(s.notes[s.notes["group"] != g]) == rows(head.notes[head.notes["group"] != g])
+        mine = s.notes[s.notes["group"] == g]
+        assert len(np.unique(mine["onset"] // head.bar_steps)) >= 0.9 * 4
+        if part != "drums":
+            assert H.in_key_share(mine, H.parse_key("C major")) == 1.0
+    assert any(rows(s.notes[s.notes["group"] == g]) != rows(head.notes[head.notes["group"] == g]) for s in outs)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_infill_keeps_the_other_bars(tiny_engine, seed):
+    head = prompt(MIDI_FIXTURES[seed % 5], 6)
+    first, last = (2, 3) if seed % 2 else (1, 4)
+    req = GenerationRequest(variants=2, seed=seed, prompt=head, edit="infill", infill_bars=(first, last))
+    lo, hi = (first - 1) * head.bar_steps, last * head.bar_steps
+    inside = (head.notes["onset"] >= lo) & (head.notes["onset"] < hi)
+    for s in tiny_engine.generate(req):
+        assert s.length == head.length and s.time_signature == head.time_signature
+        outside = (s.notes["onset"] < lo) | (s.notes["onset"] >= hi)
+        assert rows(s.notes[outside]) == rows(head.notes[~inside])  # note for note, durations too
+        assert rows(s.notes[~outside]) != rows(head.notes[inside])
+        assert set(np.unique(s.notes["group"][~outside])) <= set(head.groups)
+
+
+def test_same_seed_same_edit(tiny_engine):
+    head = prompt(MIDI_FIXTURES[1], 4)
+    for kw in (dict(edit="add_part", part="lead", chords="C F"), dict(edit="infill", infill_bars=(2, 3)),
+               dict(edit="regenerate_part", part=V.GROUPS[head.groups[0]])):
+        req = GenerationRequest(variants=2, seed=9, prompt=head, **kw)
+        a = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+        b = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+        assert a == b
+
+
+@pytest.mark.parametrize("fields, says", [
+    (dict(key="H minor"), "Key: "), (dict(key="C moody"), "Key: unknown mode"),
+    (dict(chords="C Xm"), "Chords: "), (dict(key="C major", chords="C F#"), "Chords: F# has no note in C major"),
+    (dict(chord_bias=-1.0), "Chord pull"), (dict(edit="remix"), "Edit: unknown edit"),
+    (dict(edit="add_part", part="piano"), "Edit: add part needs an uploaded MIDI file"),
+    (dict(edit="add_part", part="kazoo", prompt="P"), "Part must be one of"),
+    (dict(edit="add_part", part="piano", prompt="P"), "Part: the MIDI file already has a piano part"),
+    (dict(edit="regenerate_part", part="lead", prompt="P"), "Part: the MIDI file has no lead part"),
+    (dict(edit="infill", infill_bars=(3, 9), prompt="P"), "Infill bars must be"),
+    (dict(edit="infill", infill_bars=None, prompt="P"), "Infill bars must be"),
+])
+def test_bad_editing_fields_name_the_field(fields, says):
+    if fields.get("prompt") == "P":
+        fields["prompt"] = prompt(MIDI_FIXTURES[0], 4)  # piano, organ, bass, strings, drums
+    with pytest.raises(RequestError, match=says):
+        GenerationRequest(**fields).validate()
+
+
+def test_engines_without_the_controls_refuse_them():
+    class Plain(Engine):
+        name = "plain"
+        controls = frozenset({"groups", "drums", "bars", "prompt"})
+
+    eng = object.__new__(Plain)
+    for fields, label in ((dict(key="C major"), "Key"), (dict(chords="C"), "Chords"),
+                          (dict(edit="infill", infill_bars=(1, 1), prompt=prompt()), "Edit")):
+        with pytest.raises(RequestError, match=f"^{label}: engine plain cannot"):
+            eng.restrict(GenerationRequest(**fields))
+    assert eng.restrict(GenerationRequest(key="", chords=None)).key == ""
+
+
+def test_cli_edits_and_figures(env_checkpoints, tmp_path, capsys):
+    args = ["--seed", "3", "--out", str(tmp_path), "--prompt", str(WALTZ), "--prompt-bars", "4"]
+    assert generate_main(args + ["--bars", "2", "--key", "D minor"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["bars"] == [6] and out["prompt_bars"] == 4 and out["new_bars"] == [2]
+    assert out["time_signature"] == [3, 4] and out["bpm"] == 153.0
+    assert out["summary"].startswith("4 prompt bars + 2 new bars (3/4, 153 BPM)")
+    assert out["adherence"][0]["in_key"] == 1.0 and out["adherence"][0]["prompt_notes_kept"] == 1.0
+    assert generate_main(args + ["--add-part", "bass", "--chords", "Dm Bb F C"]) == 0
+    fig = json.loads(capsys.readouterr().out)["adherence"][0]
+    assert fig["prompt_notes_kept"] == 1.0 and fig["bass_on_chord_tones"] == 1.0 and fig["part_heard_in_bars"] >= 0.9
+    assert generate_main(args + ["--infill-bars", "2-3"]) == 0
+    assert json.loads(capsys.readouterr().out)["adherence"][0]["prompt_notes_kept"] == 1.0
+    assert generate_main(args + ["--infill-bars", "three"]) == 2
+    assert "Infill bars: write FIRST-LAST" in capsys.readouterr().err
+    assert generate_main(["--out", str(tmp_path), "--regenerate-part", "bass"]) == 2
+    assert "Edit: regenerate part needs an uploaded MIDI file" in capsys.readouterr().err
+
+
+def test_edits_across_long_silences_and_beyond_the_context(tiny_engine):
+    """Kept notes more than MAX_SHIFT apart (rest triples between them) and a prompt longer than the tiny
+    model's 96-token context (the decoder slides while notes are forced in)."""
+    sparse = T.Score(T.make_notes(onset=[0, 8, 10 * 32, 10 * 32, 15 * 32 + 4], duration=[4, 8, 16, 16, 4],
+                                  velocity_level=5, group=[0, 4, 0, 4, 0], pitch=[60, 40, 64, 43, 67]), length=16 * 32)
+    dense = prompt(MIDI_FIXTURES[2], 8)
+    for head, part in ((sparse, "drums"), (sparse, "strings"), (dense, "lead")):
+        req = GenerationRequest(variants=2, seed=4, prompt=head, edit="add_part", part=part)
+        for s in tiny_engine.generate(req):
+            g = V.GROUPS.index(part)
+            assert s.length == head.length
+            assert rows(s.notes[s.notes["group"] != g]) == rows(head.notes)
+            assert adherence(req.validate(), s)["part_heard_in_bars"] >= 0.9
+    assert tiny_engine.last_stats["tokens"] > 2 * tiny_engine.cfg.max_seq_len
+    req = GenerationRequest(variants=1, seed=4, prompt=sparse, edit="infill", infill_bars=(3, 12))
+    (s,) = tiny_engine.generate(req)
+    assert rows(s.notes[(s.notes["onset"] < 64) | (s.notes["onset"] >= 12 * 32)]) == rows(sparse.notes[[0, 1, 4]])

@@ -1,0 +1,276 @@
+"""Keys, chords and registers as pitch-class sets (numpy only), and the adherence figures of a result.
+
+    key = parse_key("D minor")            # Key(tonic=2, mode="minor")
+    key.pitch_classes                      # frozenset({2, 4, 5, 7, 9, 10, 0})
+    chords = parse_chords("Dm Bb F C/E")   # one chord a bar, repeating
+    chords[3].tones, chords[3].bass        # frozenset({0, 4, 7}), 4
+
+Modes: major, minor (natural), dorian, phrygian, lydian, mixolydian, locrian, harmonic-minor,
+major-pentatonic, minor-pentatonic, blues.  Chord symbols: a root (C, F#, Bb), a quality ("" or maj,
+m, 7, maj7, m7, dim, aug, sus2, sus4) and an optional slash bass ("C/E"); the bass note counts as a
+chord tone.  Parse errors are ValueErrors that say what is allowed.
+
+`REGISTERS` is each group's pitch range (1st to 99th percentile of its notes) measured on real files by
+`python -m tokenizer.harmony registers FILES_OR_FOLDERS` (the command and its source are recorded
+beside the table).  The figures (`in_key_share`, `chord_tone_share`, `parts_per_bar`, `kept_share`)
+are pure functions of notes, shared by the CLI and the evaluation report.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import vocab as V
+
+NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+_LETTERS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
+
+MODES: dict[str, tuple[int, ...]] = {
+    "major": (0, 2, 4, 5, 7, 9, 11),
+    "minor": (0, 2, 3, 5, 7, 8, 10),
+    "dorian": (0, 2, 3, 5, 7, 9, 10),
+    "phrygian": (0, 1, 3, 5, 7, 8, 10),
+    "lydian": (0, 2, 4, 6, 7, 9, 11),
+    "mixolydian": (0, 2, 4, 5, 7, 9, 10),
+    "locrian": (0, 1, 3, 5, 6, 8, 10),
+    "harmonic-minor": (0, 2, 3, 5, 7, 8, 11),
+    "major-pentatonic": (0, 2, 4, 7, 9),
+    "minor-pentatonic": (0, 3, 5, 7, 10),
+    "blues": (0, 3, 5, 6, 7, 10),
+}
+_MODE_ALIASES = {"ionian": "major", "aeolian": "minor", "natural-minor": "minor", "m": "minor", "min": "minor",
+                 "maj": "major", "": "major"}
+
+QUALITIES: dict[str, tuple[int, ...]] = {
+    "": (0, 4, 7), "maj": (0, 4, 7), "m": (0, 3, 7), "min": (0, 3, 7), "7": (0, 4, 7, 10),
+    "maj7": (0, 4, 7, 11), "M7": (0, 4, 7, 11), "m7": (0, 3, 7, 10), "min7": (0, 3, 7, 10),
+    "dim": (0, 3, 6), "aug": (0, 4, 8), "+": (0, 4, 8), "sus2": (0, 2, 7), "sus4": (0, 5, 7), "sus": (0, 5, 7),
+}
+_NOTE_RE = r"[A-Ga-g](?:#|b|♯|♭){0,2}"
+_CHORD_RE = re.compile(rf"^({_NOTE_RE})([A-Za-z0-9+]*)(?:/({_NOTE_RE}))?$")
+_SHOWN_QUALITIES = ("m", "7", "maj7", "m7", "dim", "aug", "sus2", "sus4")
+MAX_CHORDS = 64
+
+
+def parse_note(name: str) -> int:
+    """'C' -> 0, 'F#' -> 6, 'Bb' -> 10 (letters either case, # b ♯ ♭ accidentals)."""
+    text = name.strip()
+    if not re.fullmatch(_NOTE_RE, text):
+        raise ValueError(f"{name!r} is not a note name such as C, F# or Bb")
+    pc = _LETTERS[text[0].upper()]
+    for acc in text[1:]:
+        pc += 1 if acc in "#♯" else -1
+    return pc % 12
+
+
+@dataclass(frozen=True)
+class Key:
+    tonic: int  # pitch class 0..11
+    mode: str  # a MODES name
+
+    @property
+    def pitch_classes(self) -> frozenset[int]:
+        return frozenset((self.tonic + i) % 12 for i in MODES[self.mode])
+
+    def __str__(self) -> str:
+        return f"{NOTE_NAMES[self.tonic]} {self.mode}"
+
+
+def parse_key(text: str) -> Key:
+    """'D minor', 'Bb major', 'F# harmonic minor', 'A dorian', 'Dm', 'E' (major) -> Key."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("write a tonic and a mode, e.g. 'D minor'")
+    m = re.match(rf"^\s*({_NOTE_RE})\s*(.*?)\s*$", text)
+    if not m:
+        raise ValueError(f"{text!r} does not start with a tonic such as C, F# or Bb (e.g. 'D minor')")
+    mode = re.sub(r"[\s_]+", "-", m.group(2).strip().lower())
+    mode = _MODE_ALIASES.get(mode, mode)
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {m.group(2)!r}; choose from {', '.join(MODES)}")
+    return Key(parse_note(m.group(1)), mode)
+
+
+@dataclass(frozen=True)
+class Chord:
+    root: int
+    quality: str
+    bass: int  # the lowest note: the root, or the slash bass
+
+    @property
+    def tones(self) -> frozenset[int]:
+        return frozenset({(self.root + i) % 12 for i in QUALITIES[self.quality]} | {self.bass})
+
+    def __str__(self) -> str:
+        name = NOTE_NAMES[self.root] + self.quality
+        return name if self.bass == self.root else f"{name}/{NOTE_NAMES[self.bass]}"
+
+
+def parse_chord(symbol: str) -> Chord:
+    m = _CHORD_RE.match(symbol.strip())
+    if not m or m.group(2) not in QUALITIES:
+        raise ValueError(f"{symbol!r} is not a chord symbol: a root (C, F#, Bb), then nothing (major) or one of "
+                         f"{', '.join(_SHOWN_QUALITIES)}, and an optional slash bass such as C/E")
+    root = parse_note(m.group(1))
+    return Chord(root, m.group(2), parse_note(m.group(3)) if m.group(3) else root)
+
+
+def parse_chords(text: str) -> tuple[Chord, ...]:
+    """'Dm Bb F C' (spaces, commas or bars between) -> one Chord a bar; the list repeats."""
+    if not isinstance(text, str):
+        raise ValueError(f"write chord symbols separated by spaces, e.g. 'Dm Bb F C' (got {type(text).__name__})")
+    symbols = [s for s in re.split(r"[\s,|]+", text) if s]
+    if not symbols:
+        raise ValueError("write at least one chord symbol, e.g. 'Dm Bb F C'")
+    if len(symbols) > MAX_CHORDS:
+        raise ValueError(f"at most {MAX_CHORDS} chords (one a bar; the list repeats; got {len(symbols)})")
+    return tuple(parse_chord(s) for s in symbols)
+
+
+def pitch_mask(pitch_classes) -> np.ndarray:
+    """(128,) bool: the MIDI pitches whose pitch class is in the set."""
+    pcs = np.zeros(12, bool)
+    pcs[list(pitch_classes)] = True
+    return pcs[np.arange(128) % 12]
+
+
+# ---- registers (measured) -------------------------------------------------------------------
+# Produced by: python -m tokenizer.harmony registers /usr/share/games/openttd/baseset/openmsx tests/fixtures/midi
+# (31 + 8 files; data/corpus was not built yet).  Groups with fewer than MIN_REGISTER_NOTES notes there use
+# the range of all pitched notes.
+REGISTER_SOURCE = "openmsx (31 files) + tests/fixtures/midi (8 files), 1st-99th percentile"
+REGISTERS: dict[str, tuple[int, int]] = {
+    "piano": (29, 81),
+    "chromatic": (41, 81),
+    "organ": (43, 79),
+    "guitar": (31, 79),
+    "bass": (24, 81),
+    "strings": (42, 74),
+    "brass": (36, 82),
+    "reed": (36, 82),
+    "pipe": (45, 96),
+    "lead": (31, 67),
+    "pad": (48, 84),
+}
+MIN_REGISTER_NOTES = 200
+PERCENTILES = (1.0, 99.0)
+
+
+def measure_registers(scores) -> dict[str, tuple[int, int]]:
+    """Per pitched group (lo, hi): the PERCENTILES of its notes' pitches over `scores`; groups with fewer
+    than MIN_REGISTER_NOTES notes get the range of all pitched notes."""
+    pitches: dict[int, list[np.ndarray]] = {g: [] for g in range(V.N_PITCHED)}
+    for s in scores:
+        for g in range(V.N_PITCHED):
+            pitches[g].append(s.notes["pitch"][s.notes["group"] == g].astype(np.int64))
+    per = {g: np.concatenate(p) if p else np.zeros(0, np.int64) for g, p in pitches.items()}
+    every = np.concatenate(list(per.values()))
+    out = {}
+    for g, p in per.items():
+        src = p if len(p) >= MIN_REGISTER_NOTES else every
+        lo, hi = np.percentile(src, PERCENTILES) if len(src) else (0, 127)
+        out[V.GROUPS[g]] = (int(np.floor(lo)), int(np.ceil(hi)))
+    return out
+
+
+def register_mask(group: int) -> np.ndarray:
+    """(128,) bool: the pitches in the group's register (drums: every key)."""
+    m = np.zeros(128, bool)
+    if group == V.DRUM_GROUP:
+        m[:] = True
+        return m
+    lo, hi = REGISTERS[V.GROUPS[group]]
+    m[lo:hi + 1] = True
+    return m
+
+
+# ---- adherence figures ----------------------------------------------------------------------
+def _pitched(notes: np.ndarray) -> np.ndarray:
+    return notes[notes["group"] != V.DRUM_GROUP]
+
+
+def in_key_share(notes: np.ndarray, key: Key) -> float | None:
+    """Share of pitched notes whose pitch class is in the key's scale (None without pitched notes)."""
+    n = _pitched(notes)
+    return None if not len(n) else float(pitch_mask(key.pitch_classes)[n["pitch"]].mean())
+
+
+def strong_beat(onsets: np.ndarray, bar_steps: int, numerator: int = 4) -> np.ndarray:
+    """True for onsets on beat 1, and on the middle beat of bars with an even number of beats."""
+    pos = np.asarray(onsets) % bar_steps
+    half = bar_steps // 2 if numerator % 2 == 0 else -1
+    return (pos == 0) | (pos == half)
+
+
+def chord_at(onsets: np.ndarray, chords, bar_steps: int) -> np.ndarray:
+    """Index into `chords` of the chord sounding at each onset (one chord a bar from bar 1, repeating)."""
+    return (np.asarray(onsets, np.int64) // bar_steps) % len(chords)
+
+
+def chord_tone_share(notes: np.ndarray, chords, bar_steps: int, numerator: int = 4, groups=None,
+                     strong_only: bool = True) -> float | None:
+    """Share of pitched notes (on strong beats, unless not `strong_only`) that are tones of their bar's chord
+    (optionally only `groups`); None where there are none."""
+    n = _pitched(notes)
+    if groups is not None:
+        n = n[np.isin(n["group"], list(groups))]
+    if strong_only:
+        n = n[strong_beat(n["onset"], bar_steps, numerator)]
+    if not len(n):
+        return None
+    tones = np.stack([pitch_mask(c.tones) for c in chords])  # (n_chords, 128)
+    return float(tones[chord_at(n["onset"], chords, bar_steps), n["pitch"]].mean())
+
+
+def parts_per_bar(notes: np.ndarray, bar_steps: int, n_bars: int, first_bar: int = 0) -> list[list[str]]:
+    """The group names heard (a note starts) in each bar first_bar .. n_bars-1."""
+    bars = np.asarray(notes["onset"], np.int64) // bar_steps
+    return [[V.GROUPS[int(g)] for g in np.unique(notes["group"][bars == b])] for b in range(first_bar, n_bars)]
+
+
+def kept_share(kept: np.ndarray, result: np.ndarray) -> float | None:
+    """Share of the `kept` notes found in `result` with the same onset, group, pitch, velocity and
+    duration (None when nothing had to be kept)."""
+    if not len(kept):
+        return None
+    fields = ["onset", "group", "pitch", "velocity", "duration"]
+    have = set(map(tuple, np.stack([result[f].astype(np.int64) for f in fields], 1).tolist()))
+    want = np.stack([kept[f].astype(np.int64) for f in fields], 1).tolist()
+    return float(np.mean([tuple(w) in have for w in want]))
+
+
+# ---- the command that measured REGISTERS ---------------------------------------------------------
+def _midi_files(paths) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files += sorted(p.rglob("*.mid")) + sorted(p.rglob("*.midi")) if p.is_dir() else [p]
+    return files
+
+
+def main(argv=None) -> int:
+    """python -m tokenizer.harmony registers FILES_OR_FOLDERS: print the register table as Python."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) < 2 or args[0] != "registers":
+        print("usage: python -m tokenizer.harmony registers FILES_OR_FOLDERS...", file=sys.stderr)
+        return 2
+    from .score import MidiError, load_midi
+
+    scores, files = [], _midi_files(args[1:])
+    for f in files:
+        try:
+            scores.append(load_midi(f))
+        except MidiError as e:
+            print(f"skipped {f}: {e}", file=sys.stderr)
+    table = measure_registers(scores)
+    print(f"# {len(scores)} files, percentiles {PERCENTILES}")
+    for name, (lo, hi) in table.items():
+        print(f"    {name!r}: ({lo}, {hi}),")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
