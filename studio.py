@@ -191,7 +191,9 @@ def build_request(engine_name: Any, groups: Any, drums: Any, bars: Any, variants
         extra=engine_options(engine, noise_sd, alpha, reference, reference_midi))
     try:
         request = engine.restrict(request)  # controls the engine lacks are reset
-    except ValueError as e:  # its one refusal: an upload the engine cannot use
+    except RequestError:  # a refusal that already names its field (key, chords, edit)
+        raise
+    except ValueError as e:  # an upload the engine cannot use
         raise RequestError(f"{LABELS['prompt']}: {e}; choose another engine or remove the file") from None
     return engine, request.validate(), was_random
 

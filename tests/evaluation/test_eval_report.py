@@ -40,7 +40,7 @@ def test_report_end_to_end(corpus, tiny_checkpoint_root, tmp_path):
     # grammar-constrained decoding: groups, drums and bars always hold
     assert adh["group_share"] == 1.0 and adh["drums_iff"] == 1.0 and adh["bars_exact"] == 1.0
     assert 0.0 <= adh["style"] <= 1.0 and adh["style_n"] == 2
-    assert eng["model"]["windows"] == 2 and eng["model"]["loss"] > 0
+    assert eng["held_out"]["windows"] == 2 and eng["held_out"]["loss"] > 0
     assert eng["seconds_per_variant"] > 0
     assert 0.0 <= eng["compare"]["polyphony"]["oa"] <= 1.0
     assert rep["train"]["compare"]["pitch_class_entropy"]["oa"] > 0.5
