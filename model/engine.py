@@ -115,14 +115,17 @@ def register(engine_class: type[Engine]) -> type[Engine]:
 
 
 def engine_names() -> list[str]:
+    """Registered engine names, the default (transformer) first, in the registry's ORDER."""
+    from .registry import ORDER
+
     _load_builtin()
-    return list(_CLASSES)
+    return sorted(_CLASSES, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
 def engine_class(name: str) -> type[Engine]:
     _load_builtin()
     if name not in _CLASSES:
-        raise ValueError(f"unknown engine {name!r}; available: {', '.join(_CLASSES)}")
+        raise ValueError(f"unknown engine {name!r}; available: {', '.join(engine_names())}")
     return _CLASSES[name]
 
 

@@ -105,15 +105,14 @@ def main(argv=None) -> int:
     s.add_argument("--repo-id", default=None)
     args = p.parse_args(argv)
     try:
-        if args.cmd == "stage":
-            print(stage(args.checkpoint, args.out, args.corpus, args.repo_id))
-        else:
-            print(push(args.checkpoint, args.repo_id, args.corpus, args.private))
+        result = stage(args.checkpoint, args.out, args.corpus, args.repo_id) if args.cmd == "stage" \
+            else push(args.checkpoint, args.repo_id, args.corpus, args.private)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    print(result)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())
