@@ -398,11 +398,19 @@ class Result:
         sampling = [text for c, text in (("temperature", f"temperature {r.temperature:g}"),
                                           ("top_p", f"top-p {r.top_p:g}"), ("top_k", f"top-k {r.top_k or 'off'}"))
                     if c in self.controls]  # only what this engine uses
+        unit = next((k[: -len("_per_s")] for k in s if k.endswith("_per_s")), "tokens")  # the engine's own unit
+        first = self.variants[0].score if self.variants else None
+        bpm = first.bpm if first is not None else r.bpm  # a continuation keeps the upload's tempo and metre
+        metre = f" in {first.time_signature[0]}/{first.time_signature[1]}" if first is not None else ""
+        if r.prompt is not None and r.prompt.length and getattr(r, "edit", None) in (None, "continue"):
+            length = f"{-(-r.prompt.length // r.prompt.bar_steps)} prompt bars + {r.bars} new bars"
+        else:
+            length = f"{r.bars} bars"
         lines = [
             f"**{len(self.variants)} variant{'s' if len(self.variants) != 1 else ''}** · engine `{self.engine}` · "
-            f"{r.bars} bars at {r.bpm:g} BPM · seed **{self.seed}**{' (random)' if self.seed_was_random else ''}",
-            f"generation: {s.get('seconds', 0.0):.2f} s, {s.get('tokens', 0)} tokens, "
-            f"{s.get('tokens_per_s', 0.0):.0f} tokens/s · rendering: {self.render_seconds:.2f} s",
+            f"{length} at {bpm:g} BPM{metre} · seed **{self.seed}**{' (random)' if self.seed_was_random else ''}",
+            f"generation: {s.get('seconds', 0.0):.2f} s, {s.get(unit, 0)} {unit}, "
+            f"{s.get(f'{unit}_per_s', 0.0):.0f} {unit}/s · rendering: {self.render_seconds:.2f} s",
             f"groups: {', '.join(r.groups) or '—'}; drums {'on' if r.drums else 'off'}"
             + (f"; {', '.join(sampling)}" if sampling else "")
             + (f"; style {r.style}" if r.style else "")

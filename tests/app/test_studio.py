@@ -250,3 +250,28 @@ def test_request_an_engine_cannot_serve_is_a_clear_message(tmp_path):
 def test_controls_an_engine_lacks_are_reset_not_reported():
     eng, req, _ = studio.build_request("gru", ["piano"], True, 2, 1, 1.0, 0.95, 0, "3", 110, "rock", None, 4)
     assert "drums" not in eng.controls and req.drums is False and req.style is None
+
+
+def test_summary_of_a_continuation_counts_prompt_and_new_bars_at_the_uploads_tempo(checkpoint_root, tmp_path):
+    """A 3/4 upload at 153 BPM used to be summarized as '8 bars at 120 BPM' while the variant held 12."""
+    import mido
+
+    mf = mido.MidiFile(ticks_per_beat=480)
+    tr = mido.MidiTrack()
+    tr += [mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(153)), mido.MetaMessage("time_signature", numerator=3)]
+    for i in range(12):  # 4 bars of 3/4, a note a beat
+        tr += [mido.Message("note_on", note=60 + i % 5, velocity=90, time=0),
+               mido.Message("note_off", note=60 + i % 5, velocity=0, time=480)]
+    mf.tracks.append(tr)
+    path = tmp_path / "waltz.mid"
+    mf.save(path)
+    res = studio.generate("transformer", ["piano"], False, 2, 1, 1.0, 0.95, 0, "3", 120, midi=str(path),
+                          prompt_bars=4, store=studio.OutputStore(tmp_path / "out"))
+    assert "4 prompt bars + 2 new bars at 153 BPM in 3/4" in res.summary, res.summary
+    assert "- variant 1: 6 bars" in res.summary
+
+
+def test_summary_counts_the_engines_own_unit(checkpoint_root, tmp_path):
+    res = studio.generate("multi-rnn", ["piano"], False, 1, 1, 1.0, 0.95, 0, "3", 120,
+                          store=studio.OutputStore(tmp_path / "out"))
+    assert "frames/s" in res.summary and "tokens/s" not in res.summary
