@@ -141,9 +141,10 @@ def build_demo(store: studio.OutputStore | None = None, uploads: studio.UploadCa
         engine.change(on_engine, engine, [engine_note, *per_control.values(), style, *options.values(), reference,
                                           reference_midi, options_box], api_visibility="private")
 
+        # every upload defaults to None, so `client.predict(api_name="/generate")` runs with the page's defaults
         def run(engine_name, groups_v, drums_v, bars_v, variants_v, temp_v, top_p_v, top_k_v, seed_v, bpm_v,
-                style_v, midi_v, prompt_bars_v, noise_v=None, alpha_v=None, reference_v=None, reference_midi_v=None,
-                request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+                style_v, midi_v=None, prompt_bars_v=4, noise_v=None, alpha_v=None, reference_v=None,
+                reference_midi_v=None, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
             session = getattr(request, "session_hash", None) if request is not None else None
             try:
                 result = studio.generate(engine_name, groups_v, drums_v, bars_v, variants_v, temp_v, top_p_v,

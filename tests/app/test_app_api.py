@@ -227,3 +227,11 @@ def test_engine_options_reach_vae_nn_and_bad_ones_are_messages(client):
     out = call(client, engine="style-vae", bars=2, variants=2)
     named = re.findall(r"variant \d: 2 bars, style (\w+),", out[1])
     assert len(named) == 2 and set(named) <= set(get_engine("style-vae").styles), out[1]
+
+
+def test_generate_with_all_defaults(client):
+    """`client.predict(api_name="/generate")` with no arguments: the page's defaults, one variant."""
+    seed, summary, zip_path, *slots = client.predict(api_name="/generate")
+    assert int(seed) >= 0 and "variant" in summary and zip_path
+    png, mp3, midi = slots[:3]
+    assert midi and Path(midi["value"] if isinstance(midi, dict) else midi).suffix == ".mid"
