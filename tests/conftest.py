@@ -46,6 +46,18 @@ def write_corpus(out: Path, splits: dict[str, list[Path]]) -> Path:
     return out
 
 
+def train_tiny(engine: str, data: Path, out: Path, steps: int, every: int, val_windows: int,
+               lr: str = "1e-2", batch: int = 16) -> Path:
+    """A few steps of the real training loop with the engine's tiny preset; returns the run folder."""
+    from training.train import main
+
+    rc = main(["--engine", engine, "--preset", "tiny", "--data", str(data), "--out", str(out), "--steps", str(steps),
+               "--batch", str(batch), "--lr", lr, "--eval-every", str(every), "--ckpt-every", str(every),
+               "--val-windows", str(val_windows), "--log-every", "5", "--quiet"])
+    assert rc == 0
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory) -> Path:
     """Eight real songs as a corpus: 5 train, 1 validation, 2 test pieces."""

@@ -16,6 +16,7 @@ import tokenizer as T
 from model import checkpoint as ckpt
 from model.engine import GenerationRequest
 from model.recurrent import PRESETS, GRUEngine, LSTMEngine, MultiRNNEngine
+from tests.conftest import train_tiny
 from tokenizer import melody as M
 from tokenizer.pianoroll import score_to_pianoroll, windows
 from training.tasks import recurrent as R
@@ -41,17 +42,8 @@ def rec_corpus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runs(rec_corpus, tmp_path_factory):
-    from training.train import main
-
-    out = {}
-    for name in ENGINES:
-        run = tmp_path_factory.mktemp(f"run_{name}")
-        rc = main(["--engine", name, "--preset", "tiny", "--data", str(rec_corpus), "--out", str(run),
-                   "--steps", "50", "--batch", "16", "--lr", "1e-2", "--eval-every", "25", "--ckpt-every", "25",
-                   "--val-windows", "8", "--log-every", "5", "--quiet"])
-        assert rc == 0
-        out[name] = run
-    return out
+    return {name: train_tiny(name, rec_corpus, tmp_path_factory.mktemp(f"run_{name}"), 50, 25, 8)
+            for name in ENGINES}
 
 
 def args(data, **kw):

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from model import style_vae as S
+from tests.conftest import train_tiny
 from tokenizer import vocab as V
 from tokenizer.codec import piece_notes
 from tokenizer.events import HEADER, notes_to_events, pack_segment, unpack_segment
@@ -28,17 +29,8 @@ ROOT = Path(__file__).resolve().parents[3]
 
 @pytest.fixture(scope="module")
 def runs(tiny_corpus, tmp_path_factory):
-    from training.train import main
-
-    out = {}
-    for task in ("style-vae", "style-vae-label"):
-        run = tmp_path_factory.mktemp(f"run_{task}")
-        rc = main(["--engine", task, "--preset", "tiny", "--data", str(tiny_corpus), "--out", str(run),
-                   "--steps", "60", "--batch", "16", "--lr", "1e-2", "--eval-every", "30", "--ckpt-every", "30",
-                   "--val-windows", "16", "--log-every", "5", "--quiet"])
-        assert rc == 0
-        out[task] = run
-    return out
+    return {task: train_tiny(task, tiny_corpus, tmp_path_factory.mktemp(f"run_{task}"), 60, 30, 16)
+            for task in ("style-vae", "style-vae-label")}
 
 
 def tiny_cfg(**changes):
