@@ -503,7 +503,7 @@ def build_report(args) -> dict:
         for i, s in enumerate(e["scores"][: args.save_midi]):
             from tokenizer.score import to_midi_bytes
 
-            stem = e["engine"] if e["name"] == e["engine"] else f"{e['engine']}_{engines.index(e)}"
+            stem = e["engine"] if e["name"] == e["engine"] else f"{e['engine']}-{Path(e['checkpoint']).name}"
             (out / f"{stem}_{i:03d}.mid").write_bytes(to_midi_bytes(s))
     return report
 
