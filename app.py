@@ -38,6 +38,8 @@ SORRY = ("Sorry, something went wrong on our side while generating. Please try a
 
 
 OPTION_CONTROLS = ("noise_sd", "alpha", "reference")  # engine options, shown only for engines that have them
+# controls the request knows but this page has no widgets for yet (the editing controls are CLI-only)
+NOT_ON_PAGE = ("key", "chords", "edit")
 
 
 def engine_info(name: str) -> tuple[frozenset, tuple, tuple, str]:
@@ -48,7 +50,7 @@ def engine_info(name: str) -> tuple[frozenset, tuple, tuple, str]:
     except Exception as e:  # a missing or broken checkpoint must not take the page down
         log.exception("engine %s unavailable", name)
         return frozenset(), (), (), f"⚠️ engine `{name}` is not available: {e}"
-    missing = [c for c in R.ALL_CONTROLS if c not in eng.controls and c not in OPTION_CONTROLS]
+    missing = [c for c in R.ALL_CONTROLS if c not in eng.controls and c not in OPTION_CONTROLS + NOT_ON_PAGE]
     disabled = ", ".join(R.LABELS.get(c, c) for c in missing)
     note = eng.description + (f"  \nNot supported by this engine (disabled): {disabled}." if missing else "")
     return eng.controls, tuple(eng.styles), tuple(getattr(eng, "references", ())), note

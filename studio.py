@@ -402,7 +402,7 @@ class Result:
         first = self.variants[0].score if self.variants else None
         bpm = first.bpm if first is not None else r.bpm  # a continuation keeps the upload's tempo and metre
         metre = f" in {first.time_signature[0]}/{first.time_signature[1]}" if first is not None else ""
-        if r.prompt is not None and r.prompt.length and getattr(r, "edit", None) in (None, "continue"):
+        if r.prompt is not None and r.prompt.length and r.edit in (None, "continue"):
             length = f"{-(-r.prompt.length // r.prompt.bar_steps)} prompt bars + {r.bars} new bars"
         else:
             length = f"{r.bars} bars"

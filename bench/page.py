@@ -1,7 +1,7 @@
 """The page's time for one request, split into generation and rendering (median of N runs).
 
     python -m bench.page [--engine transformer] [--bars 8] [--variants 4] [--instruments piano,guitar,bass]
-                         [--threads 0,1,2] [--runs 3] [--checkpoint DIR]
+                         [--threads 0,1,2] [--runs 3]
 
 Runs the page's own service layer (studio.generate: the engine, then MIDI, MP3 and piano roll of every
 variant and the zip, exactly as a click on Generate does, without the HTTP round trip) with drums on and
@@ -33,7 +33,6 @@ def run_once(engine: str, groups: list[str], bars: int, variants: int, seed: int
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.page", description=__doc__.split("\n\n")[0])
     p.add_argument("--engine", default="transformer")
-    p.add_argument("--checkpoint", default=None, help="another checkpoint for the engine (a folder)")
     p.add_argument("--instruments", default="piano,guitar,bass")
     p.add_argument("--bars", type=int, default=8)
     p.add_argument("--variants", type=int, default=4)
@@ -45,8 +44,6 @@ def main(argv=None) -> int:
     import studio
     from model import engine as E
 
-    if args.checkpoint:  # the page asks the registry for the engine by name: point that name at the folder
-        E._INSTANCES[(args.engine, None)] = E.get_engine(args.engine, args.checkpoint)
     default_threads = torch.get_num_threads()
     groups = [g for g in args.instruments.split(",") if g]
     rows = []

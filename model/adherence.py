@@ -25,10 +25,10 @@ def _rows(notes: np.ndarray, fields=_FIELDS) -> np.ndarray:
     return np.stack([notes[f].astype(np.int64) for f in fields], 1)
 
 
-def new_notes(request, score: Score) -> np.ndarray:
-    """The notes of `score` the engine placed: in the generated span, and not a note it had to keep (a
-    regenerated part's or an infilled bar's notes are all new, even where they equal the original)."""
-    plan = plan_request(request)
+def new_notes(plan, score: Score) -> np.ndarray:
+    """The notes of `score` the engine placed (`plan`: the request's `plan_request`): in the generated span,
+    and not a note it had to keep (a regenerated part's or an infilled bar's notes are all new, even where
+    they equal the original)."""
     n = score.notes
     n = n[(n["onset"] >= plan.min_time) & (n["onset"] < plan.new_end)]
     if not len(plan.kept) or not len(n):
@@ -40,7 +40,7 @@ def new_notes(request, score: Score) -> np.ndarray:
 def adherence(request, score: Score) -> dict:
     """Figures for one result of a validated request (only those its controls make meaningful)."""
     plan = plan_request(request)
-    new = new_notes(request, score)
+    new = new_notes(plan, score)
     bar, num = score.bar_steps, score.time_signature[0]
     out: dict = {"new_notes": int(len(new))}
     key, chords = request.parsed_key, request.parsed_chords

@@ -44,8 +44,6 @@ class Engine:
     references: tuple[str, ...] = ()  # built-in reference songs (engines with the "reference" control)
     prompt_use: ClassVar[str] = "continuing"  # what the engine does with an uploaded MIDI (for summaries)
     unit: ClassVar[str] = "tokens"  # what `last_stats` counts
-    label: ClassVar[str] = ""  # the name a person sees, when it differs from `name` (e.g. "transformer (fast)")
-    checkpoint_engine: ClassVar[str] = ""  # the engine name its checkpoints carry, when it differs from `name`
     config_class: ClassVar[type | None] = None  # the model config dataclass (a checkpoint.Config)
     build: ClassVar[Callable | None] = None  # config -> nn.Module (set as staticmethod)
 
@@ -53,7 +51,7 @@ class Engine:
         """`source`: a checkpoint folder or a Hugging Face Hub repo id; None: the shipped checkpoint.
         A folder that does not exist is a FileNotFoundError; another engine's checkpoint a ValueError."""
         source = ckpt.shipped(self.name, source)
-        state, config = ckpt.load_checkpoint(source, engine=self.checkpoint_engine or self.name)
+        state, config = ckpt.load_checkpoint(source, engine=self.name)
         self.source = str(source)
         self.config = config
         self.meta = config.get("meta", {})

@@ -176,7 +176,7 @@ class FastDecoder(nn.Module):
             self.k_cache[i, :, :, start:end] = k
             self.v_cache[i, :, :, start:end] = v
             kk, vv = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
-            if T == 1:  # one query: two batched matmuls (17% faster per request than SDPA on 2 CPU cores)
+            if T == 1:  # one query: two batched matmuls (in a quick CPU check, faster than SDPA's kernel)
                 a = torch.softmax((q @ kk.transpose(-1, -2)) * self.scale, dim=-1) @ vv
             elif start == 0:
                 a = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)

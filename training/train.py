@@ -118,15 +118,20 @@ def evaluate(model: nn.Module, task: TrainTask, loader: DataLoader, device: torc
 
 def check_out(out: Path, args) -> None:
     """A run folder that already holds a run is continued (--resume) or replaced (--force), never mixed into;
-    a shipped checkpoint folder is never a run folder."""
+    a shipped checkpoint folder is never a run folder.  Every rank decides (so all stop together), rank 0
+    alone deletes, and all meet at a barrier before anyone looks at the folder again."""
     if ckpt.is_shipped(out):
         raise ValueError(f"--out {out} is inside the shipped checkpoints; train into runs/ and convert the result "
                          "with `python -m model.checkpoint convert` once it is measured better")
-    if not out.exists() or not any(out.iterdir()) or args.resume:
-        return
-    if not args.force:
+    holds_run = out.exists() and any(out.iterdir()) and not args.resume
+    if holds_run and not args.force:
         raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or --force to replace it")
-    shutil.rmtree(out)
+    if dist.is_initialized():
+        dist.barrier()  # every rank has looked before rank 0 deletes
+    if holds_run and is_main():
+        shutil.rmtree(out)
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def lr_at(step: int, args) -> float:
@@ -161,8 +166,7 @@ def train(args) -> dict:
         torch.backends.cuda.matmul.allow_tf32 = True
 
     out = Path(args.out)
-    if is_main():
-        check_out(out, args)
+    check_out(out, args)
     task: TrainTask = train_task(args.engine, args)
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
