@@ -16,6 +16,7 @@ request and every `PRUNE_EVERY` seconds (`Janitor`).  A folder a running request
 
 from __future__ import annotations
 
+import json
 import logging
 import numbers
 import os
@@ -28,21 +29,37 @@ import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from model import checkpoint as ckpt
+from model.adherence import adherence
 from model.engine import engine_names, get_engine
-from model.request import LABELS, MAX_BARS, SEED_LIMIT, GenerationRequest, RequestError, whole_number
+from model.request import (
+    EDITS,
+    LABELS,
+    MAX_BARS,
+    MAX_BPM,
+    MIN_BPM,
+    SEED_LIMIT,
+    SESSION_FORMAT,
+    GenerationRequest,
+    RequestError,
+    whole_number,
+)
+from model.request import prompt_bars as bars_of_prompt
 from render.audio import RenderError, render_mp3
 from render.pianoroll import draw_pianoroll
 from tokenizer import MidiError, Score, load_midi, write_midi
+from tokenizer import vocab as V
 
 log = logging.getLogger(__name__)
 
 MAX_PROMPT_NOTES = 20_000  # an uploaded MIDI with more notes than this is refused (memory and time)
 NO_STYLE = "none"
 NO_REFERENCE = "none"
+NO_KEY = "none"  # no key lock (and, for the drum kit, the prompt's kit or the standard one)
 OUTPUT_ENV = "MIDI_BANGERS_OUTPUT_DIR"
 MB = 1024 * 1024
 RENDER_WORKERS = max(2, os.cpu_count() or 2)  # variants rendered at once (FluidSynth and lame are subprocesses)
@@ -167,8 +184,10 @@ def engine_options(engine: Any, noise_sd: Any = None, alpha: Any = None, referen
 def build_request(engine_name: Any, groups: Any, drums: Any, bars: Any, variants: Any, temperature: Any,
                   top_p: Any, top_k: Any, seed: Any, bpm: Any, style: Any = None, midi: Any = None,
                   prompt_bars: Any = 4, noise_sd: Any = None, alpha: Any = None, reference: Any = None,
-                  reference_midi: Any = None) -> tuple[Any, GenerationRequest, bool]:
-    """The page's values -> (engine, validated request, seed_was_random), or RequestError."""
+                  reference_midi: Any = None, key: Any = None, chords: Any = None, drum_kit: Any = None,
+                  **edit: Any) -> tuple[Any, GenerationRequest, bool]:
+    """The page's values -> (engine, validated request, seed_was_random), or RequestError.  `edit`: the
+    request's edit fields (edit, part, infill_bars) for the editing actions."""
     names = engine_names()
     if not isinstance(engine_name, str) or engine_name not in names:
         raise RequestError(f"{LABELS['engine']}: unknown engine {engine_name!r}; choose from {', '.join(names)}")
@@ -188,7 +207,9 @@ def build_request(engine_name: Any, groups: Any, drums: Any, bars: Any, variants
         temperature=to_number(temperature), top_p=to_number(top_p),
         top_k=0 if blank(top_k) else to_number(top_k), seed=seed_value, bpm=to_number(bpm),
         style=to_choice(style, NO_STYLE), prompt=prompt,
-        extra=engine_options(engine, noise_sd, alpha, reference, reference_midi))
+        extra=engine_options(engine, noise_sd, alpha, reference, reference_midi),
+        key=to_choice(key, NO_KEY), chords=None if blank(chords) else chords,
+        drum_kit=to_choice(drum_kit, NO_KEY), **edit)
     try:
         request = engine.restrict(request)  # controls the engine lacks are reset
     except RequestError:  # a refusal that already names its field (key, chords, edit)
@@ -367,18 +388,43 @@ class Janitor:
 
 # ---- generation -----------------------------------------------------------------------------
 @dataclass
+class Recipe:
+    """How one request's variants were made, enough to make them again (the zip's session.json):
+    `python -m model.generate --session session.json` gives the same MIDI."""
+    engine: str
+    checkpoint: str | None  # None: the shipped checkpoint
+    request: GenerationRequest
+    prompt_file: Path | None = None  # the MIDI file the prompt was cut from (its first `prompt_bars` bars)
+    prompt_bars: int | None = None
+    reference_file: Path | None = None  # an uploaded reference song (engines with the reference control)
+
+
+@dataclass
 class Variant:
-    index: int  # 1-based
+    index: int  # 1-based slot on the page
     score: Score
     midi: Path
     png: Path
     mp3: Path | None  # None when no preview could be made (see preview_error)
     preview_error: str | None = None
     audio_seconds: float = 0.0
+    recipe: Recipe | None = None
+    result_index: int = 0  # which of its request's variants it is (0-based)
+    adherence: dict = field(default_factory=dict)  # model.adherence figures for its request
+    missing: str | None = None  # a requested part this variant does not play, and why, in words
+
+    @property
+    def bars(self) -> int:
+        s = self.score
+        return -(-max(s.length or 0, s.end_step) // s.bar_steps)
+
+    def files(self) -> list[Path]:
+        return [p for p in (self.midi, self.png, self.mp3) if p is not None]
 
 
 @dataclass
 class Result:
+    """What the page shows: the variants (after a generation or an edit) and how the last action went."""
     variants: list[Variant]
     zip_path: Path
     seed: int
@@ -390,6 +436,7 @@ class Result:
     warnings: list[str] = field(default_factory=list)
     prompt_use: str = "continuing"  # what the engine does with an upload (Engine.prompt_use)
     controls: frozenset = frozenset({"temperature", "top_p", "top_k"})  # the engine's (Engine.controls)
+    action: str | None = None  # an edit of one variant, in words ("variant 2: bass part added"); None: generated
 
     @property
     def summary(self) -> str:
@@ -404,17 +451,24 @@ class Result:
         metre = f" in {first.time_signature[0]}/{first.time_signature[1]}" if first is not None else ""
         if r.prompt is not None and r.prompt.length and r.edit in (None, "continue"):
             length = f"{-(-r.prompt.length // r.prompt.bar_steps)} prompt bars + {r.bars} new bars"
+        elif r.prompt is not None:
+            length = f"{bars_of_prompt(r.prompt)} bars"
         else:
             length = f"{r.bars} bars"
+        what = (f"**{self.action}**" if self.action else
+                f"**{len(self.variants)} variant{'s' if len(self.variants) != 1 else ''}**")
         lines = [
-            f"**{len(self.variants)} variant{'s' if len(self.variants) != 1 else ''}** · engine `{self.engine}` · "
+            f"{what} · engine `{self.engine}` · "
             f"{length} at {bpm:g} BPM{metre} · seed **{self.seed}**{' (random)' if self.seed_was_random else ''}",
             f"generation: {s.get('seconds', 0.0):.2f} s, {s.get(unit, 0)} {unit}, "
             f"{s.get(f'{unit}_per_s', 0.0):.0f} {unit}/s · rendering: {self.render_seconds:.2f} s",
             f"groups: {', '.join(r.groups) or '—'}; drums {'on' if r.drums else 'off'}"
+            + (f" ({r.drum_kit} kit)" if r.drum_kit else "")
             + (f"; {', '.join(sampling)}" if sampling else "")
             + (f"; style {r.style}" if r.style else "")
-            + (f"; {self.prompt_use} {len(r.prompt.notes)} uploaded notes" if r.prompt is not None else ""),
+            + (f"; key {r.key}" if r.key else "") + (f"; chords {r.chords}" if r.chords else "")
+            + (f"; {self.prompt_use} {len(r.prompt.notes)} uploaded notes"
+               if r.prompt is not None and not self.action else ""),
         ]
         if r.extra:
             ref = r.extra.get("reference")
@@ -424,16 +478,55 @@ class Result:
             lines[2] += "; " + ", ".join(opts)
         for v in self.variants:
             per = ", ".join(f"{g} {n}" for g, n in v.score.notes_per_group().items()) or "no notes"
-            bars = -(-max(v.score.length or 0, v.score.end_step) // v.score.bar_steps)
             style = f", style {v.score.style}" if v.score.style and v.score.style != r.style else ""
-            lines.append(f"- variant {v.index}: {bars} bars{style}, {len(v.score.notes)} notes ({per})"
+            fit = adherence_text(v.adherence)
+            lines.append(f"- variant {v.index}: {v.bars} bars{style}, {len(v.score.notes)} notes ({per})"
+                         + (f" · {fit}" if fit else "") + (f" — ⚠️ {v.missing}" if v.missing else "")
                          + (f" — {v.preview_error}" if v.preview_error else ""))
         return "  \n".join(lines[:3]) + "\n\n" + "\n".join(lines[3:])
+
+
+def adherence_text(fig: dict) -> str:
+    """A variant's adherence figures in words: "in key 100% · chord tones on strong beats 81% · ..."."""
+    parts = []
+    for k, label in (("in_key", "in key"), ("chord_tones_on_strong_beats", "chord tones on strong beats"),
+                     ("bass_on_chord_tones", "bass on chord tones"), ("part_heard_in_bars", "new part heard in"),
+                     ("prompt_notes_kept", "prompt notes kept")):
+        if fig.get(k) is not None:
+            parts.append(f"{label} {fig[k]:.0%}" + (" of bars" if k == "part_heard_in_bars" else ""))
+    ppb = fig.get("parts_per_bar")
+    if ppb:
+        parts.append(f"parts heard per bar {sum(map(len, ppb)) / len(ppb):.1f}")
+    return " · ".join(parts)
+
+
+def missing_parts(engine: Any, request: GenerationRequest, score: Score) -> str | None:
+    """A plain sentence when the variant lacks a part the request asked for (None when it has them all):
+    whether the engine cannot play it at all (`Engine.plays`) or the model left it out this time."""
+    wanted = list(request.groups) + (["drums"] if request.drums else [])
+    if request.edit in ("add_part", "regenerate_part"):
+        wanted = [request.part]
+    have = set(score.notes_per_group())
+    lacking = [g for g in wanted if g not in have]
+    if not lacking:
+        return None
+    plays = getattr(engine, "plays", None)
+    cannot = [g for g in lacking if plays is not None and g not in plays]
+    said = []
+    if cannot:
+        said.append(f"engine {engine.name} cannot play {', '.join(cannot)} (it plays only "
+                    f"{', '.join(g for g in V.GROUPS if g in plays)}), so they were left out")
+    silent = [g for g in lacking if g not in cannot]
+    if silent:
+        said.append(f"no {', '.join(silent)} notes in this variant (the model left {'it' if len(silent) == 1 else 'them'}"
+                    " out; try another seed)")
+    return "; ".join(said)
 
 
 def generate(engine: Any, groups: Any, drums: Any, bars: Any, variants: Any, temperature: Any, top_p: Any,
              top_k: Any, seed: Any, bpm: Any, style: Any = None, midi: Any = None, prompt_bars: Any = 4,
              noise_sd: Any = None, alpha: Any = None, reference: Any = None, reference_midi: Any = None,
+             key: Any = None, chords: Any = None, drum_kit: Any = None,
              progress: Callable[[float, str], None] | None = None, store: OutputStore | None = None,
              uploads: UploadCache | None = None, cancelled: Callable[[], bool] | None = None) -> Result:
     """Build the request, generate, render every variant, zip them.  Raises RequestError or Cancelled.
@@ -445,11 +538,70 @@ def generate(engine: Any, groups: Any, drums: Any, bars: Any, variants: Any, tem
                 stack.enter_context(_hold_upload(uploads, upload, name))
             eng, request, was_random = build_request(engine, groups, drums, bars, variants, temperature, top_p,
                                                      top_k, seed, bpm, style, midi, prompt_bars, noise_sd, alpha,
-                                                     reference, reference_midi)
-        return _generate(eng, request, was_random, store, progress, cancelled)
+                                                     reference, reference_midi, key, chords, drum_kit)
+            recipe = _recipe(eng, request, file_path(midi, "prompt"), file_path(reference_midi, "reference_midi"))
+            return _generate(eng, request, was_random, store, progress, cancelled, recipe)
     finally:
         if uploads is not None:
             uploads.prune()
+
+
+def edit(action: Any, midi: Any, engine: Any = "transformer", part: Any = None, bars: Any = 4,
+         infill_first: Any = None, infill_last: Any = None, prompt_bars: Any = None, temperature: Any = 1.0,
+         top_p: Any = 0.95, top_k: Any = 0, seed: Any = None, key: Any = None, chords: Any = None,
+         drum_kit: Any = None, progress: Callable[[float, str], None] | None = None,
+         store: OutputStore | None = None, uploads: UploadCache | None = None,
+         cancelled: Callable[[], bool] | None = None, own_file: bool = False) -> Result:
+    """One editing action on a MIDI file: "continue" (+`bars` new bars), "add_part" / "regenerate_part"
+    (`part`), "infill" (bars `infill_first`..`infill_last`), over the file's first `prompt_bars` bars (blank:
+    all of them, at most MAX_BARS).  One variant, at the file's tempo and metre, with its groups.
+    `own_file`: the file is one of this studio's outputs (a page edit), not an upload."""
+    store = store or OutputStore()
+    if action not in EDITS:
+        raise RequestError(f"{LABELS['edit']}: unknown edit {action!r}; choose from {', '.join(EDITS)}")
+    try:
+        with ExitStack() as stack:
+            path = file_path(midi, "prompt")
+            if path is None:
+                raise RequestError(f"{LABELS['prompt']}: {action.replace('_', ' ')} needs a MIDI file")
+            stack.enter_context(store.hold(path) if own_file else _hold_upload(uploads, midi, "prompt"))
+            whole = load_upload(path, "prompt")
+            if blank(prompt_bars):
+                n = whole.n_bars
+                if n > MAX_BARS:
+                    raise RequestError(f"{LABELS['prompt']}: the file has {n} bars; edits work on at most {MAX_BARS}: "
+                                       f"set '{LABELS['prompt_bars']}'")
+            else:
+                n = whole_number(to_number(prompt_bars), "prompt_bars", 1, MAX_BARS)
+            cut = whole.first_bars(n)
+            pitched = [V.GROUPS[g] for g in cut.groups if g != V.DRUM_GROUP]
+            fields_ = {"edit": action}
+            if action in ("add_part", "regenerate_part"):
+                fields_["part"] = part.strip().lower() if isinstance(part, str) else part
+            if action == "infill":
+                first = to_number(infill_first)
+                fields_["infill_bars"] = (first, to_number(infill_last) if not blank(infill_last) else first)
+            bpm = min(max(round(whole.bpm), MIN_BPM), MAX_BPM)  # the engine keeps the file's own tempo
+            eng, request, was_random = build_request(
+                engine, pitched, cut.has_drums, bars if action == "continue" else 1, 1, temperature, top_p, top_k,
+                seed, bpm, None, path, n, key=key, chords=chords, drum_kit=drum_kit, **fields_)
+            recipe = _recipe(eng, request, path)
+            what = {"continue": f"continued by {request.bars} bars", "add_part": f"{request.part} part added",
+                    "regenerate_part": f"{request.part} part regenerated",
+                    "infill": "bars {}-{} infilled".format(*request.infill_bars or (0, 0))}[action]
+            return _generate(eng, request, was_random, store, progress, cancelled, recipe, what)
+    finally:
+        if uploads is not None and not own_file:
+            uploads.prune()
+
+
+def _recipe(eng: Any, request: GenerationRequest, prompt_file: Path | None,
+            reference_file: Path | None = None) -> Recipe:
+    shipped = getattr(eng, "source", None) is None or ckpt.is_shipped(eng.source)
+    return Recipe(eng.name, None if shipped else str(eng.source), request,
+                  prompt_file if request.prompt is not None else None,
+                  bars_of_prompt(request.prompt) if request.prompt is not None else None,
+                  reference_file if not isinstance(request.extra.get("reference"), (str, type(None))) else None)
 
 
 def _hold_upload(uploads: UploadCache | None, value: Any, name: str) -> AbstractContextManager:
@@ -464,7 +616,8 @@ def _hold_upload(uploads: UploadCache | None, value: Any, name: str) -> Abstract
 
 
 def _generate(eng: Any, request: GenerationRequest, was_random: bool, store: OutputStore,
-              progress: Callable[[float, str], None] | None, cancelled: Callable[[], bool] | None) -> Result:
+              progress: Callable[[float, str], None] | None, cancelled: Callable[[], bool] | None,
+              recipe: Recipe, action: str | None = None) -> Result:
     def report(frac: float, what: str) -> None:
         if cancelled is not None and cancelled():
             raise Cancelled("stopped")
@@ -474,13 +627,19 @@ def _generate(eng: Any, request: GenerationRequest, was_random: bool, store: Out
     report(0.0, "generating")
     with _engine_lock(eng.name):  # an engine instance keeps decoding state: one generation at a time
         try:
-            scores = eng.generate(request, progress=lambda f: report(0.85 * float(f), "generating"))
+            if ON_GPU_CALL is not None:  # a ZeroGPU Space: plain arguments in, scores out (no progress)
+                scores, stats = ON_GPU_CALL(eng.name, recipe.checkpoint, request)
+            else:
+                scores = eng.generate(request, progress=lambda f: report(0.85 * float(f), "generating"))
+                stats = dict(getattr(eng, "last_stats", {}) or {})
         except ValueError as e:  # a request this engine cannot serve (drums alone for a melody engine, an
             log.info("engine %s refused the request: %s", eng.name, e)  # unknown reference song, ...)
             raise RequestError(str(e)) from None
-        stats = dict(getattr(eng, "last_stats", {}) or {})
     with store.request_dir() as out:
-        result_variants: list[Variant] = []
+        for attr in ("prompt_file", "reference_file"):  # kept beside the variants, for the zip's session
+            src = getattr(recipe, attr)
+            if src is not None:
+                setattr(recipe, attr, Path(shutil.copyfile(src, out / f"{attr.split('_')[0]}.mid")))
         warnings: list[str] = []
         t0 = time.perf_counter()
         report(0.85, "rendering")
@@ -489,27 +648,28 @@ def _generate(eng: Any, request: GenerationRequest, was_random: bool, store: Out
         with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
             futures = [pool.submit(_render_variant, i, score, request, out, warnings)
                        for i, score in enumerate(scores, 1)]
+            result_variants = []
             for k, f in enumerate(futures, 1):
-                result_variants.append(f.result())
+                v = f.result()
+                v.recipe, v.result_index = recipe, k - 1
+                v.adherence = adherence(request, v.score)
+                v.missing = missing_parts(eng, request, v.score)
+                result_variants.append(v)
                 report(0.85 + 0.15 * k / len(futures), f"rendered variant {k}")
-        zip_path = out / f"midi-bangers-{request.seed}.zip"
-        with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
-            for v in result_variants:
-                z.write(v.midi, v.midi.name)
-                if v.mp3 is not None:
-                    z.write(v.mp3, v.mp3.name)
+        zip_path = write_zip(result_variants, out, request.seed)
         render_seconds = time.perf_counter() - t0
     report(1.0, "done")
     return Result(result_variants, zip_path, request.seed, was_random, request, eng.name, stats,
-                  render_seconds, warnings, getattr(eng, "prompt_use", "continuing"), eng.controls)
+                  render_seconds, warnings, getattr(eng, "prompt_use", "continuing"), eng.controls, action)
 
 
 def _render_variant(i: int, score: Score, request: GenerationRequest, out: Path, warnings: list[str]) -> Variant:
     """MIDI, piano roll and MP3 of one variant; a preview that cannot be made is a warning, not a failure."""
     stem = f"midi-bangers-{request.seed}-v{i}"
     midi_path = write_midi(score, out / f"{stem}.mid")
+    bars = -(-max(score.length or 0, score.end_step) // score.bar_steps)
     png = draw_pianoroll(score, out / f"{stem}.png",
-                         title=f"variant {i} · {request.bars} bars · {request.bpm:g} BPM · {len(score.notes)} notes")
+                         title=f"variant {i} · {bars} bars · {score.bpm:g} BPM · {len(score.notes)} notes")
     try:
         r = render_mp3(score, out / f"{stem}.mp3")
     except RenderError as e:
@@ -517,6 +677,85 @@ def _render_variant(i: int, score: Score, request: GenerationRequest, out: Path,
             warnings.append(str(e))
         return Variant(i, score, midi_path, png, None, str(e))
     return Variant(i, score, midi_path, png, r.path, None, r.seconds)
+
+
+# ---- Spaces on GPUs: with the `spaces` package (a ZeroGPU Space) generation runs under spaces.GPU ----------
+GPU_SECONDS_BASE = 20  # loading onto the lent GPU and starting up
+GPU_SECONDS_PER_BAR = 1.5  # per bar of one batch of variants, generous: ZeroGPU ends a call that overruns
+
+
+def gpu_seconds(engine: str, checkpoint: str | None, request: GenerationRequest) -> int:
+    """The GPU time to ask ZeroGPU for: sized to the request (bars to write, prompt bars to read)."""
+    bars = request.bars if request.edit in (None, "continue") else 0
+    if request.prompt is not None:
+        bars += bars_of_prompt(request.prompt)
+    return int(GPU_SECONDS_BASE + GPU_SECONDS_PER_BAR * bars * -(-request.variants // 4))
+
+
+def engine_generate(engine: str, checkpoint: str | None, request: GenerationRequest) -> tuple[list[Score], dict]:
+    """Generate with the engine `engine` (its `checkpoint`, None: the shipped one): picklable arguments and
+    results, as a function run on a lent GPU needs."""
+    eng = get_engine(engine, checkpoint)
+    scores = eng.generate(request)
+    return scores, dict(eng.last_stats)
+
+
+def gpu_call(spaces_module: Any) -> Callable | None:
+    """engine_generate under `spaces_module.GPU` with a duration sized to each request, or None without it."""
+    if spaces_module is None:
+        return None
+    return spaces_module.GPU(duration=gpu_seconds)(engine_generate)
+
+
+def _import_spaces() -> Any:
+    try:
+        import spaces  # present on Hugging Face Spaces; a ZeroGPU Space lends a GPU per decorated call
+    except ImportError:
+        return None
+    return spaces
+
+
+ON_GPU_CALL = gpu_call(_import_spaces())
+
+
+# ---- the zip: every variant's files and the session that makes them again ----------------------
+def session_json(variants: list[Variant], folder: str = "prompts") -> tuple[dict, dict[str, Path]]:
+    """(session.json's content, {name in the zip: file}) for the variants: per variant its engine,
+    checkpoint, every request field, seed, and its prompt / reference MIDI (copied into `folder`)."""
+    files: dict[str, Path] = {}
+    entries = []
+    for v in variants:
+        r = v.recipe
+        if r is None:
+            continue
+        entry = {"variant": v.index, "midi": f"variant-{v.index}/variant-{v.index}.mid", "engine": r.engine,
+                 "checkpoint": r.checkpoint, "request": r.request.to_json(), "result_index": v.result_index,
+                 "prompt": None, "reference": None}
+        for kind, path, bars in (("prompt", r.prompt_file, r.prompt_bars), ("reference", r.reference_file, None)):
+            if path is not None:
+                name = f"{folder}/variant-{v.index}-{kind}.mid"
+                files[name] = path
+                entry[kind] = {"file": name, "bars": bars} if kind == "prompt" else {"file": name}
+        entries.append(entry)
+    return {"format": SESSION_FORMAT, "version": 1, "variants": entries}, files
+
+
+def write_zip(variants: list[Variant], out: Path, seed: int) -> Path:
+    """The zip of a page state: per variant its MIDI, MP3 and piano roll, and session.json (with the
+    prompts it needs) from which `python -m model.generate --session session.json` makes the same MIDI."""
+    zip_path = out / f"midi-bangers-{seed}.zip"
+    session, extra = session_json(variants)
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        for v in variants:
+            base = f"variant-{v.index}/variant-{v.index}"
+            z.write(v.midi, f"{base}.mid")
+            z.write(v.png, f"{base}.png")
+            if v.mp3 is not None:
+                z.write(v.mp3, f"{base}.mp3")
+        for name, path in extra.items():
+            z.write(path, name)
+        z.writestr("session.json", json.dumps(session, indent=2))
+    return zip_path
 
 
 _LOCKS: dict[str, threading.Lock] = {}
@@ -552,3 +791,127 @@ class CancelFlags:
                 ev = self._flags.get(session)
             if ev is not None:
                 ev.set()
+
+
+# ---- the editing loop: a page state per step, undo and redo per browser session -------------------
+MAX_HISTORY = 16  # page states kept per browser session (undo goes back this far)
+MAX_SESSIONS = 256  # browser sessions with a history; the least recently used is forgotten first
+SESSION_MAX_AGE = 2 * 3600  # a history untouched this long is forgotten
+
+
+class History:
+    """One browser session's page states, newest last: `push` after a generation or an edit, `undo` and
+    `redo` move through them.  At most `limit` states are kept (the oldest go first)."""
+
+    def __init__(self, limit: int = MAX_HISTORY):
+        self.limit = limit
+        self._past: list[Result] = []
+        self._future: list[Result] = []
+        self.touched = time.time()
+
+    @property
+    def current(self) -> Result | None:
+        return self._past[-1] if self._past else None
+
+    @property
+    def can_undo(self) -> bool:
+        return len(self._past) > 1
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._future)
+
+    def push(self, state: Result) -> None:
+        self._past.append(state)
+        del self._past[:-self.limit]
+        self._future.clear()
+
+    def replace(self, state: Result) -> None:
+        """Swap the current state for `state` (the same music with its files made again)."""
+        self._past[-1] = state
+
+    def undo(self) -> Result | None:
+        if not self.can_undo:
+            return None
+        self._future.append(self._past.pop())
+        return self.current
+
+    def redo(self) -> Result | None:
+        if not self._future:
+            return None
+        self._past.append(self._future.pop())
+        return self.current
+
+
+class Sessions:
+    """The histories of the browser sessions, bounded in count (least recently used forgotten first) and
+    age; each history is bounded by History.limit, and its files by the OutputStore's caps (a state whose
+    files were pruned is rendered again from its notes when it comes back: `restore`)."""
+
+    def __init__(self, limit: int = MAX_SESSIONS, max_age: float = SESSION_MAX_AGE, history: int = MAX_HISTORY):
+        self.limit, self.max_age, self.history_limit = limit, max_age, history
+        self._histories: dict[str, History] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._histories)
+
+    def get(self, session: str | None) -> History:
+        """The session's history (a fresh, unkept one for a caller without a session)."""
+        if not session:
+            return History(self.history_limit)
+        now = time.time()
+        with self._lock:
+            for k in [k for k, h in self._histories.items() if now - h.touched > self.max_age]:
+                del self._histories[k]
+            h = self._histories.pop(session, None) or History(self.history_limit)
+            self._histories[session] = h  # most recently used last
+            while len(self._histories) > self.limit:
+                del self._histories[next(iter(self._histories))]
+            h.touched = now
+            return h
+
+
+def restore(state: Result, store: OutputStore) -> Result:
+    """`state` with every file on disk: variants whose files the store pruned meanwhile are rendered again
+    from their notes (same MIDI, roll and preview) into a new folder, and the zip is made again."""
+    if all(p.exists() for v in state.variants for p in v.files()) and state.zip_path.exists():
+        return state
+    with store.request_dir() as out:
+        warnings: list[str] = []
+        variants = []
+        for v in state.variants:
+            if all(p.exists() for p in v.files()):
+                variants.append(v)
+                continue
+            nv = _render_variant(v.index, v.score, state.request, out, warnings)
+            variants.append(replace(nv, recipe=v.recipe, result_index=v.result_index, adherence=v.adherence,
+                                     missing=v.missing))
+        with ExitStack() as stack:
+            for v in variants:
+                stack.enter_context(store.hold(v.midi))
+            zip_path = write_zip(variants, out, state.seed)
+    return replace(state, variants=variants, zip_path=zip_path)
+
+
+def edit_variant(history: History, index: Any, action: str, store: OutputStore, **settings: Any) -> Result:
+    """Edit variant `index` (1-based) of the session's current page state with `edit(action, ...)`; the
+    new state (that variant replaced, the others kept) is pushed onto the history and returned."""
+    state = history.current
+    if state is None:
+        raise RequestError("Generate first: there is no variant to edit yet")
+    n = whole_number(to_number(index), "variants", 1, len(state.variants))
+    state = restore(state, store)
+    history.replace(state)
+    with ExitStack() as stack:
+        for v in state.variants:
+            stack.enter_context(store.hold(v.midi))
+        old = state.variants[n - 1]
+        res = edit(action, str(old.midi), prompt_bars=old.bars, store=store, own_file=True, **settings)
+        new = replace(res.variants[0], index=n)
+        variants = [new if v.index == n else v for v in state.variants]
+        with store.hold(new.midi):
+            zip_path = write_zip(variants, new.midi.parent, res.seed)
+    out = replace(res, variants=variants, zip_path=zip_path, action=f"variant {n}: {res.action}")
+    history.push(out)
+    return out

@@ -42,6 +42,7 @@ class Engine:
     controls: ClassVar[frozenset[str]] = frozenset()
     styles: tuple[str, ...] = ()  # styles this engine knows (subset of vocab.STYLES)
     references: tuple[str, ...] = ()  # built-in reference songs (engines with the "reference" control)
+    plays: ClassVar[frozenset[str] | None] = None  # the groups (vocab.GROUPS names) it can play; None: all
     prompt_use: ClassVar[str] = "continuing"  # what the engine does with an uploaded MIDI (for summaries)
     unit: ClassVar[str] = "tokens"  # what `last_stats` counts
     config_class: ClassVar[type | None] = None  # the model config dataclass (a checkpoint.Config)
@@ -72,6 +73,7 @@ class Engine:
             t0 = time.perf_counter()
             scores, stats = self._generate(req, progress)
             dt = time.perf_counter() - t0
+        scores = [replace(s, drum_kit=req.drum_program) for s in scores]  # the kit is a program change
         n = stats.pop("count")
         self.last_stats = {"seconds": dt, self.unit: n, f"{self.unit}_per_s": n / max(dt, 1e-9), **stats}
         return scores

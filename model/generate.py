@@ -8,6 +8,7 @@
     python -m model.generate --prompt song.mid --prompt-bars 8 --add-part piano     # a new part over 8 bars
     python -m model.generate --prompt song.mid --prompt-bars 8 --regenerate-part bass
     python -m model.generate --prompt song.mid --prompt-bars 8 --infill-bars 3-4
+    python -m model.generate --session session.json --out DIR   # the studio zip's variants, made again
 
 Writes one MIDI file per variant into DIR and prints one JSON line (files, notes per group, bars, the
 prompt bars and the new bars, seconds, the engine's speed in its own unit: tokens, frames, windows or events
@@ -28,10 +29,11 @@ from pathlib import Path
 import torch
 
 from tokenizer import MidiError, load_midi, write_midi
+from tokenizer import vocab as V
 
 from .adherence import adherence
 from .engine import get_engine
-from .request import LABELS, MAX_BARS, GenerationRequest, RequestError, prompt_bars
+from .request import LABELS, MAX_BARS, SESSION_FORMAT, GenerationRequest, RequestError, prompt_bars
 
 
 class _Parser(argparse.ArgumentParser):
@@ -67,6 +69,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--add-part", default=None, metavar="GROUP", help="add this part to the prompt's bars")
     e.add_argument("--regenerate-part", default=None, metavar="GROUP", help="write this part of the prompt anew")
     e.add_argument("--infill-bars", default=None, metavar="FIRST-LAST", help="write these bars of the prompt anew")
+    p.add_argument("--drum-kit", default=None, help="General MIDI drum kit: " + ", ".join(V.DRUM_KITS))
+    p.add_argument("--session", default=None, metavar="SESSION_JSON",
+                   help="make the variants of a studio zip's session.json again (other generation options ignored)")
     p.add_argument("--noise-sd", type=float, default=None, help="latent noise sd (engines with the noise_sd control)")
     p.add_argument("--alpha", type=float, default=None, help="pull towards --reference, 0 to 1 (engines with it)")
     p.add_argument("--reference", default=None,
@@ -111,6 +116,8 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.session:
+        return replay(args.session, Path(args.out), args.checkpoint)
     try:
         engine = get_engine(args.engine, args.checkpoint)
         prompt = None
@@ -124,7 +131,7 @@ def main(argv=None) -> int:
             groups=tuple(g for g in args.instruments.split(",") if g.strip()), drums=args.drums, bars=args.bars,
             variants=args.variants, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed=seed, bpm=args.bpm, style=args.style, prompt=prompt, extra=extra, key=args.key,
-            chords=args.chords, chord_bias=args.chord_bias, **edit_fields(args),
+            chords=args.chords, chord_bias=args.chord_bias, drum_kit=args.drum_kit, **edit_fields(args),
         )
         if args.style is not None and not engine.supports("style"):
             raise ValueError(f"engine {args.engine} has no styles")
@@ -154,6 +161,41 @@ def main(argv=None) -> int:
         "bpm": round(scores[0].bpm, 2), "adherence": [adherence(req, s) for s in scores],
         "seconds": round(seconds, 3), f"{unit}_per_s": round(per_s, 1),
     }))
+    return 0
+
+
+def replay(session_file: str, out: Path, checkpoint: str | None = None) -> int:
+    """Make every variant of a session.json (the studio's zip) again: each distinct request once, with its
+    engine, checkpoint (or `checkpoint`), prompt and seed; writes variant-N.mid into `out` and prints one JSON
+    line naming them."""
+    base = Path(session_file).parent
+    try:
+        session = json.loads(Path(session_file).read_text())
+        if not isinstance(session, dict) or session.get("format") != SESSION_FORMAT:
+            raise ValueError(f"{session_file} is not a MIDI Bangers session.json (no format {SESSION_FORMAT!r})")
+        out.mkdir(parents=True, exist_ok=True)
+        made: dict[str, list] = {}
+        files = []
+        for entry in session["variants"]:
+            ref = entry.get("reference")
+            prompt = entry.get("prompt")
+            prompt_score = load_midi(base / prompt["file"]).first_bars(int(prompt["bars"])) if prompt else None
+            reference = load_midi(base / ref["file"]) if ref else None
+            req = GenerationRequest.from_json(entry["request"], prompt_score, reference)
+            key = json.dumps([entry["engine"], entry.get("checkpoint"), entry["request"], prompt, ref], sort_keys=True)
+            if key not in made:
+                engine = get_engine(entry["engine"], checkpoint or entry.get("checkpoint"))
+                made[key] = engine.generate(engine.restrict(req).validate())
+            path = out / f"variant-{int(entry['variant'])}.mid"
+            write_midi(made[key][int(entry.get("result_index", 0))], path)
+            files.append(str(path))
+    except (KeyError, TypeError, IndexError) as e:
+        print(f"error: {session_file}: a session entry lacks or mistypes {e}", file=sys.stderr)
+        return 2
+    except (ValueError, MidiError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({"session": session_file, "files": files, "requests": len(made)}))
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tokenizer import Score
@@ -40,6 +40,7 @@ ALL_CONTROLS = ("groups", "drums", "bars", "variants", "temperature", "top_p", "
 MAX_NOISE_SD = 2.0
 MAX_CHORD_BIAS = 10.0
 EDITS = ("continue", "add_part", "regenerate_part", "infill")
+SESSION_FORMAT = "midi-bangers-session"  # session.json of the studio's zip (python -m model.generate --session)
 
 # Each field as the page labels it; the page uses these labels and every message names the field by them.
 LABELS = {
@@ -66,6 +67,7 @@ LABELS = {
     "edit": "Edit",
     "part": "Part",
     "infill_bars": "Infill bars",
+    "drum_kit": "Drum kit",
 }
 
 
@@ -224,6 +226,8 @@ class GenerationRequest:
     edit: str | None = None  # None, or one of EDITS, on `prompt` (control "edit")
     part: str | None = None  # the group added or regenerated (a vocab.GROUPS name; "drums" too)
     infill_bars: tuple[int, int] | None = None  # (first, last), 1-based inclusive, bars of `prompt`
+    drum_kit: str | None = None  # a vocab.DRUM_KITS name (the drum track's program change, every engine);
+    # None: the prompt's kit, else standard
 
     def validate(self) -> "GenerationRequest":
         """Return a normalized copy (ints, floats, lower-case unique groups) or raise RequestError."""
@@ -241,8 +245,12 @@ class GenerationRequest:
                                    "another file")
         key, chords = _harmony(self.key, self.chords)
         edit, part, infill = _edit(replace(self, prompt=prompt))
+        kit = self.drum_kit.strip().lower() or None if isinstance(self.drum_kit, str) else self.drum_kit
+        if kit is not None and kit not in V.DRUM_KITS:
+            raise RequestError(f"{LABELS['drum_kit']}: unknown kit {shown(self.drum_kit)}; choose from "
+                               f"{', '.join(V.DRUM_KITS)}")
         return replace(
-            self, groups=groups, key=key, chords=chords, edit=edit, part=part, infill_bars=infill,
+            self, groups=groups, key=key, chords=chords, edit=edit, part=part, infill_bars=infill, drum_kit=kit,
             chord_bias=real_number(self.chord_bias, "chord_bias", 0.0, MAX_CHORD_BIAS),
             bars=whole_number(self.bars, "bars", 1, MAX_BARS),
             variants=whole_number(self.variants, "variants", 1, MAX_VARIANTS),
@@ -256,6 +264,13 @@ class GenerationRequest:
         )
 
     @property
+    def drum_program(self) -> int:
+        """The General MIDI program of the drum kit (channel 10): the request's, else the prompt's, else 0."""
+        if self.drum_kit is not None:
+            return V.DRUM_KITS[self.drum_kit]
+        return self.prompt.drum_kit if self.prompt is not None else 0
+
+    @property
     def group_ids(self) -> list[int]:
         return [V.GROUPS.index(g) for g in self.groups]
 
@@ -266,6 +281,36 @@ class GenerationRequest:
     @property
     def parsed_chords(self) -> tuple[H.Chord, ...]:
         return () if not self.chords else H.parse_chords(self.chords)
+
+    def to_json(self) -> dict:
+        """The request's fields as JSON values (for session.json); the prompt and an uploaded reference are
+        files, written beside it by the caller and left out here."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "prompt":
+                continue
+            if f.name == "extra":
+                value = {k: v for k, v in value.items() if k != "reference" or isinstance(v, str)}
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict, prompt: Score | None = None, reference: Score | None = None) -> "GenerationRequest":
+        """The request `to_json` wrote (with its prompt and uploaded reference, if any), validated; unknown
+        fields are refused by name."""
+        if not isinstance(data, dict):
+            raise RequestError(f"a request must be a JSON object (got {type(data).__name__})")
+        known = {f.name for f in fields(cls)} - {"prompt"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RequestError(f"unknown request field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        extra = dict(values.get("extra") or {})
+        if reference is not None:
+            extra["reference"] = reference
+        values["extra"] = extra
+        return cls(**values, prompt=prompt).validate()
 
     def controls_used(self) -> set[str]:
         """The editing controls this request asks for (an engine without one refuses the request)."""

@@ -36,7 +36,7 @@ def test_api_lists_generate(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert "/generate" in api["named_endpoints"]
     params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert len(params) == 17
+    assert len(params) == 20  # ..., reference_midi, key, chords, drum_kit
 
 
 def test_two_variants_of_four_bars(client):
