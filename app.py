@@ -40,7 +40,9 @@ log = logging.getLogger("app")
 SLOTS = R.MAX_VARIANTS
 # System fonts only: the default theme would fetch Google Fonts, which an offline machine cannot.
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"])
-CSS = ".variant-slot {border-top: 1px solid #ddd; padding-top: 6px}"
+# lighter borders than the theme's; the variant's edit buttons in one compact row
+CSS = (".variant-slot {border: 1px solid #eceef2 !important; border-radius: 8px; padding: 6px} "
+       ".variant-actions button {min-width: 0 !important} .block {border-color: #eceef2 !important}")
 SORRY = ("Sorry, something went wrong on our side while generating. Please try again; if it keeps happening, "
          "the server log has the details.")
 
@@ -498,13 +500,16 @@ def endpoint(fn, store: studio.OutputStore, uploads: studio.UploadCache):
     return handler
 
 
-def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, **kwargs):
+def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, mcp_server: bool | None = None,
+          **kwargs):
     """Launch with the studio's settings (offline theme, no SSR, uploads limited to what the tokenizer
-    accepts for a MIDI file)."""
+    accepts for a MIDI file) and the MCP server at /gradio_api/mcp/ (off with MIDI_BANGERS_MCP=0)."""
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
+    if mcp_server is None:
+        mcp_server = os.environ.get("MIDI_BANGERS_MCP", "1").strip().lower() not in ("0", "false", "no", "off")
     return demo.launch(server_name=host, server_port=port, theme=THEME, css=CSS, ssr_mode=False,
-                       max_file_size=MAX_FILE_BYTES, show_error=True, **kwargs)
+                       max_file_size=MAX_FILE_BYTES, show_error=True, mcp_server=mcp_server, **kwargs)
 
 
 if __name__ == "__main__":

@@ -235,3 +235,69 @@ def test_generate_with_all_defaults(client):
     assert int(seed) >= 0 and "variant" in summary and zip_path
     png, mp3, midi = slots[:3]
     assert midi and Path(midi["value"] if isinstance(midi, dict) else midi).suffix == ".mid"
+
+
+def _notes(path) -> set:
+    s = load_midi(path)
+    return {tuple(r) for r in zip(s.notes["onset"].tolist(), s.notes["group"].tolist(), s.notes["pitch"].tolist())}
+
+
+def test_named_edit_endpoints_take_a_midi_and_return_midi_mp3_roll(client):
+    """/add_part, /regenerate_part, /continue and /infill: a MIDI file in; MIDI, MP3, roll and summary out."""
+    out = call(client, groups=("piano", "bass"), drums=True, bars=2, variants=1, seed="21")
+    song = out[5]
+    mid, mp3, png, summary = client.predict(handle_file(song), "strings", seed="3", api_name="/add_part")
+    assert "strings part added" in summary and _notes(song) <= _notes(mid)
+    assert "strings" in load_midi(mid).notes_per_group() and len(decode_audio(mp3)) > 0
+    with Image.open(png) as im:
+        assert im.format == "PNG"
+    mid2, _, _, summary = client.predict(handle_file(mid), "bass", seed="4", api_name="/regenerate_part")
+    others = {n for n in _notes(mid) if n[1] != 4}  # every note but the bass (group 4) stays
+    assert "bass part regenerated" in summary and others <= _notes(mid2)
+    mid3, _, _, summary = client.predict(handle_file(song), 1, seed="5", api_name="/continue")
+    assert "continued by 1 bars" in summary and load_midi(mid3).n_bars <= 3 and _notes(song) <= _notes(mid3)
+    mid4, _, _, summary = client.predict(handle_file(song), 2, 2, seed="6", api_name="/infill")
+    assert "bars 2-2 infilled" in summary
+    bar1 = {n for n in _notes(song) if n[0] < 32}
+    assert bar1 <= _notes(mid4)  # bar 1 stays note for note
+    with pytest.raises(AppError, match="^Part: the MIDI file already has a piano part"):
+        client.predict(handle_file(song), "piano", api_name="/add_part")
+    with pytest.raises(AppError, match="^Infill bars must be"):
+        client.predict(handle_file(song), 2, 9, api_name="/infill")
+
+
+def test_key_chords_and_drum_kit_through_generate(client):
+    from tokenizer import harmony as H
+
+    out = client.predict("transformer", ["piano", "bass"], True, 2, 1, 1.0, 0.95, 0, "8", 120, "none", None, 4,
+                         0.75, 0.5, "none", None, "D minor", "Dm Bb", "tr-808", api_name="/generate")
+    s = load_midi(out[5])
+    pitched = s.notes[s.notes["group"] != 11]
+    assert len(pitched) and H.in_key_share(pitched, H.parse_key("D minor")) == 1.0
+    assert s.drum_kit == 25 and "in key 100%" in out[1] and "tr-808 kit" in out[1]
+    with pytest.raises(AppError, match="^Key: "):
+        client.predict("transformer", ["piano"], True, 1, 1, 1.0, 0.95, 0, "8", 120, "none", None, 4, 0.75, 0.5,
+                       "none", None, "H lydian", "", "none", api_name="/generate")
+    with pytest.raises(AppError, match="^Drum kit: unknown kit"):
+        client.predict("transformer", ["piano"], True, 1, 1, 1.0, 0.95, 0, "8", 120, "none", None, 4, 0.75, 0.5,
+                       "none", None, "none", "", "cowbell", api_name="/generate")
+
+
+def test_mcp_server_lists_the_tools(app_server):
+    """The MCP endpoint answers a real MCP client (streamable HTTP) with the named endpoints as tools."""
+    import asyncio
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def tools():
+        async with streamable_http_client(app_server[0] + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return (await session.list_tools()).tools
+
+    listed = {t.name: t for t in asyncio.run(asyncio.wait_for(tools(), 60))}
+    for name in ("generate", "continue_midi", "add_part", "regenerate_part", "infill"):
+        assert any(n.endswith(name) for n in listed), sorted(listed)
+    add = next(t for n, t in listed.items() if n.endswith("add_part"))
+    assert "Add a part to a MIDI song" in add.description and "part" in add.inputSchema["properties"]
