@@ -1,11 +1,14 @@
-"""MP3 preview render speed: seconds of audio made per second of rendering (FluidSynth + trim/normalize +
-MP3 encoding, what the studio does per variant), and the piano-roll picture time.
+"""Preview and stem render figures, side by side: seconds per variant for the mix only (render_mp3) and for
+the mix with its stems (render_preview), the loudness of every MP3 before (the old pipeline: trim at -60 dB,
+peak-normalize to -1 dBFS, 128 kbps) and after (TARGET_LUFS), the spread in LU of each set, the length error
+of every new MP3 against the piece + RELEASE_TAIL, and what one stem costs as FLAC, WAV and MP3.
 
-    python -m bench.render [--files N] [--seconds S] [--no-generated]
+    python -m bench.render [--files N] [--bars B] [--engine NAME] [--variants V] [--no-generated]
 
-Files: the first N openttd-openmsx songs (/usr/share/games/openttd/baseset/openmsx/*.mid), each cut to
-its first S seconds' worth of bars (the studio renders pieces of 1-64 bars), plus, when an engine
-checkpoint loads, one generated 16-bar piece.
+Sets: the first N openttd-openmsx songs (/usr/share/games/openttd/baseset/openmsx/*.mid), each cut to its
+first B bars (different songs: quiet and loud ones), and, when the engine loads, the V variants of one
+request (piano, guitar, bass, drums; B bars at 120 BPM; seed 1), which is what the page renders.  Every
+loudness is measured on the MP3 decoded by ffmpeg (stereo, ITU-R BS.1770-4, render.integrated_loudness).
 """
 
 from __future__ import annotations
@@ -14,64 +17,172 @@ import argparse
 import glob
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 OPENMSX = "/usr/share/games/openttd/baseset/openmsx"
+OLD_SILENCE_DB, OLD_TAIL, OLD_PEAK_DB, OLD_BITRATE = -60.0, 0.3, -1.0, 128
 
 
-def pieces(n_files: int, seconds: float, generated: bool):
+def old_preview(score, mp3_path: Path, tmp: Path) -> Path:
+    """The preview as it was made before loudness normalization: FluidSynth, trailing silence cut after the
+    last sample above -60 dBFS plus 0.3 s, peak-normalized to -1 dBFS, 128 kbps CBR."""
+    from render.audio import encode_mp3, read_wav, render_wav, write_wav
+
+    x, rate = read_wav(render_wav(score, tmp / "old-raw.wav"))
+    loud = np.flatnonzero(np.abs(x).max(axis=1) > 10 ** (OLD_SILENCE_DB / 20))
+    end = int(loud[-1]) + 1 + int(rate * OLD_TAIL) if len(loud) else int(rate * OLD_TAIL)
+    x = x[:min(len(x), end)]
+    m = float(np.abs(x).max()) if len(x) else 0.0
+    if m > 1e-6:
+        x = x * (10 ** (OLD_PEAK_DB / 20) / m)
+    write_wav(tmp / "old.wav", x, rate)
+    return encode_mp3(tmp / "old.wav", mp3_path, bitrate=OLD_BITRATE)
+
+
+def openmsx_pieces(n_files: int, bars: int):
     from tokenizer import MidiError, load_midi
 
     for path in sorted(glob.glob(os.path.join(OPENMSX, "*.mid")))[:n_files]:
         try:
-            score = load_midi(path)
+            yield Path(path).stem, load_midi(path).first_bars(bars)
         except MidiError as e:
             print(f"skip {Path(path).name}: {e}", file=sys.stderr)
-            continue
-        bar_seconds = score.bar_steps / 8 * 60.0 / score.bpm
-        yield Path(path).name, score.first_bars(max(1, int(seconds / bar_seconds)))
-    if generated:
-        try:
-            from model import GenerationRequest, get_engine
 
-            eng = get_engine("transformer")
-            req = GenerationRequest(groups=("piano", "bass", "guitar"), drums=True, bars=16, seed=1)
-            yield "generated (transformer, 16 bars)", eng.generate(req)[0]
-        except Exception as e:  # no checkpoint here: the bench still reports the real files
-            print(f"no generated piece: {type(e).__name__}: {e}", file=sys.stderr)
+
+def generated_variants(engine: str, n: int, bars: int):
+    try:
+        from model import GenerationRequest, get_engine
+
+        req = GenerationRequest(groups=("piano", "guitar", "bass"), drums=True, bars=bars, variants=n, seed=1)
+        t0 = time.perf_counter()
+        scores = get_engine(engine).generate(req)
+        print(f"(generated {n} variants with {engine} in {time.perf_counter() - t0:.0f} s)")
+        return [(f"{engine} v{i}", s) for i, s in enumerate(scores, 1)]
+    except Exception as e:  # no checkpoint here: the bench still reports the real files
+        print(f"no generated variants: {type(e).__name__}: {e}", file=sys.stderr)
+        return []
+
+
+def bench_set(title: str, pieces, tmp: Path) -> None:
+    from render import draw_pianoroll, integrated_loudness, render_mp3, render_preview
+    from render.audio import RELEASE_TAIL, SAMPLE_RATE, decode_audio, piece_seconds
+
+    print(f"\n== {title}")
+    print(f"{'piece':24s} {'groups':>6s} {'audio s':>7s} {'mix s':>6s} {'+stems s':>8s} {'old LUFS':>8s} "
+          f"{'new LUFS':>8s} {'gain dB':>7s} {'limited':>7s} {'len err ms':>10s} {'roll s':>6s}")
+    rows = []
+    for i, (name, score) in enumerate(pieces):
+        old = old_preview(score, tmp / f"old{i}.mp3", tmp)
+        old_lufs = integrated_loudness(decode_audio(old, channels=2), SAMPLE_RATE)
+        mix = render_mp3(score, tmp / f"mix{i}.mp3")
+        res, stems = render_preview(score, tmp, f"v{i}")
+        pcm = decode_audio(res.path, channels=2)
+        new_lufs = integrated_loudness(pcm, SAMPLE_RATE)
+        err_ms = (len(pcm) / SAMPLE_RATE - (piece_seconds(score) + RELEASE_TAIL)) * 1000
+        t0 = time.perf_counter()
+        draw_pianoroll(score, tmp / f"{i}.png")
+        roll = time.perf_counter() - t0
+        rows.append((old_lufs, new_lufs, mix.render_seconds, res.render_seconds, len(stems), res.seconds))
+        print(f"{name[:24]:24s} {len(stems):6d} {res.seconds:7.1f} {mix.render_seconds:6.2f} {res.render_seconds:8.2f} "
+              f"{old_lufs:8.2f} {new_lufs:8.2f} {res.gain_db:7.2f} {str(res.peak_limited):>7s} {err_ms:10.2f} "
+              f"{roll:6.2f}")
+    if not rows:
+        return
+    old, new, t_mix, t_stems, n_stems, secs = (np.array(c, float) for c in zip(*rows))
+    print(f"loudness spread (max - min): before {old.max() - old.min():.2f} LU (from {old.min():.2f} to "
+          f"{old.max():.2f} LUFS), after {new.max() - new.min():.2f} LU (from {new.min():.2f} to {new.max():.2f})")
+    print(f"seconds per variant: mix only {t_mix.mean():.2f}, mix + stems {t_stems.mean():.2f} "
+          f"({n_stems.mean():.1f} stems, {secs.mean():.1f} s of audio each)")
+
+
+def stem_formats(tmp: Path) -> None:
+    """One stem (each group of an 8-bar, 120 BPM piece) encoded as FLAC, WAV and MP3: seconds and size."""
+    from render import render_preview
+    from render.audio import MP3_VBR_QUALITY, _write_pcm, decode_audio, encode_flacs
+    from tokenizer import Score, make_notes
+    from tokenizer import vocab as V
+
+    on, dur, vel, grp, pit = [], [], [], [], []
+    for beat in range(32):
+        t = beat * V.STEPS_PER_QUARTER
+        for p in (60, 64, 67):
+            on.append(t), dur.append(6), vel.append(5), grp.append(0), pit.append(p + (beat // 8) % 2 * 5)
+        on.append(t), dur.append(8), vel.append(6), grp.append(4), pit.append(36 + beat % 4)
+        on.append(t), dur.append(2), vel.append(6), grp.append(V.DRUM_GROUP), pit.append(36 if beat % 2 == 0 else 38)
+        on.append(t + 4), dur.append(2), vel.append(4), grp.append(V.DRUM_GROUP), pit.append(42)
+    score = Score(make_notes(on, dur, vel, grp, pit), bpm=120.0, length=8 * V.STEPS_PER_BAR)
+    _, stems = render_preview(score, tmp, "fmt")
+    pcms = [(decode_audio(s.audio, channels=2) * 32768).astype("<i2") for s in stems]
+    n = len(pcms)
+
+    def timed(encode) -> tuple[float, float]:
+        """(seconds per stem, kB per stem) of encode(k, pcm) -> output path, for every stem."""
+        t0 = time.perf_counter()
+        outs = [encode(k, pcm) for k, pcm in enumerate(pcms)]
+        return (time.perf_counter() - t0) / n, sum(o.stat().st_size for o in outs) / n / 1e3
+
+    def wav(k, pcm):
+        _write_pcm(tmp / f"w{k}.wav", pcm, 44100)
+        return tmp / f"w{k}.wav"
+
+    def run(cmd, out):
+        subprocess.run(cmd, check=True)
+        return out
+
+    figures = {
+        "WAV (numpy, no subprocess)": timed(wav),
+        "FLAC (one ffmpeg run per stem)": timed(lambda k, pcm: run(
+            ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(wav(k, pcm)), "-c:a", "flac",
+             str(tmp / f"f{k}.flac")], tmp / f"f{k}.flac")),
+        f"MP3 (lame -V {MP3_VBR_QUALITY})": timed(lambda k, pcm: run(
+            ["lame", "--quiet", "-V", str(MP3_VBR_QUALITY), str(wav(k, pcm)), str(tmp / f"m{k}.mp3")],
+            tmp / f"m{k}.mp3")),
+    }
+    t0 = time.perf_counter()
+    flacs = encode_flacs([wav(k, pcm) for k, pcm in enumerate(pcms)], [tmp / f"a{k}.flac" for k in range(n)])
+    figures["FLAC (all stems in one ffmpeg run)"] = ((time.perf_counter() - t0) / n,
+                                                     sum(f.stat().st_size for f in flacs) / n / 1e3)
+    print(f"\n== stem encoding: 8 bars at 120 BPM ({stems[0].seconds:.1f} s of 16-bit stereo), mean of the "
+          f"{n} stems ({', '.join(s.group for s in stems)}), WAV writing included")
+    print(f"{'format':36s} {'s per stem':>10s} {'kB per stem':>11s}")
+    for label, (sec, kb) in figures.items():
+        print(f"{label:36s} {sec:10.3f} {kb:11.0f}")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=30.0, help="cut each file to about this long")
+    ap.add_argument("--bars", type=int, default=8)
+    ap.add_argument("--engine", default="transformer")
+    ap.add_argument("--variants", type=int, default=4)
     ap.add_argument("--no-generated", action="store_true")
     args = ap.parse_args(argv)
 
-    from render import RenderError, draw_pianoroll, render_mp3
+    from render import RenderError
+    from render.audio import MP3_VBR_QUALITY, PEAK_CEILING_DB, RELEASE_TAIL, TARGET_LUFS
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs")
-    print(f"{'piece':44s} {'notes':>6s} {'audio s':>8s} {'render s':>9s} {'x realtime':>10s} {'roll s':>7s}")
-    tot_audio = tot_render = 0.0
-    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp:
-        for i, (name, score) in enumerate(pieces(args.files, args.seconds, not args.no_generated)):
-            try:
-                r = render_mp3(score, Path(tmp) / f"{i}.mp3")
-            except RenderError as e:
-                print(f"{name}: {e}")
-                return 1
-            t0 = time.perf_counter()
-            draw_pianoroll(score, Path(tmp) / f"{i}.png")
-            roll = time.perf_counter() - t0
-            tot_audio += r.seconds
-            tot_render += r.render_seconds
-            print(f"{name[:44]:44s} {len(score.notes):6d} {r.seconds:8.1f} {r.render_seconds:9.2f} "
-                  f"{r.seconds / r.render_seconds:10.1f} {roll:7.2f}")
-    if tot_render:
-        print(f"overall: {tot_audio:.1f} s of audio in {tot_render:.2f} s = {tot_audio / tot_render:.1f}x real time")
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; one variant at a time")
+    print(f"new previews: {TARGET_LUFS:g} LUFS, sample peak <= {PEAK_CEILING_DB:g} dBFS, piece + {RELEASE_TAIL:g} s, "
+          f"lame -V {MP3_VBR_QUALITY}; stems: FLAC")
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            bench_set(f"openmsx songs, first {args.bars} bars", list(openmsx_pieces(args.files, args.bars)), tmp)
+            if not args.no_generated:
+                variants = generated_variants(args.engine, args.variants, args.bars)
+                if variants:
+                    bench_set(f"the {len(variants)} variants of one request ({args.engine}, piano guitar bass drums, "
+                              f"{args.bars} bars, seed 1)", variants, tmp)
+            stem_formats(tmp)
+        except RenderError as e:
+            print(e)
+            return 1
     return 0
 
 

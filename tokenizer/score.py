@@ -29,9 +29,13 @@ Input limits and policies.  Every refusal is a `MidiError` whose one-line messag
 - Time signature: the first one is kept and must be 1..MAX_NUMERATOR (32) over 1, 2, 4, 8, 16 or 32 (a bar
   must be a whole number of 1/32-note steps); none means 4/4.  A numerator of 0, a denominator beyond
   1/128 or an event shorter than 2 bytes is refused wherever it stands; later valid changes are ignored.
+- Drum kit: the program of the first program change on the drum channel (MIDI channel 10; the earliest
+  tick, then the first track) becomes `Score.drum_kit` (a GM kit such as vocab.DRUM_KITS["tr-808"] = 25);
+  none means 0, the standard kit.  The writer puts it back as the drum track's program change.  A score
+  without drum notes writes no drum track, so its kit does not survive a round trip (it reads back as 0).
 `Score()` itself enforces what the writer needs (onsets 0..MAX_STEPS-1, bpm and time signature in these
-ranges, length at most MAX_STEPS), so every Score writes a file that `load_midi` reads back, with delta
-times far below the 0x0FFFFFFF that MIDI can hold.
+ranges, length at most MAX_STEPS, drum kit 0..127), so every Score writes a file that `load_midi` reads
+back, with delta times far below the 0x0FFFFFFF that MIDI can hold.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ class Score:
     time_signature: tuple[int, int] = (4, 4)
     style: str | None = None
     length: int | None = None  # steps; when set, the piece lasts exactly this long (e.g. N whole bars)
+    drum_kit: int = 0  # GM program of the drum track on channel 10 (vocab.DRUM_KITS; 0 = standard kit)
 
     def __post_init__(self) -> None:
         self.notes = normalize_notes(self.notes)
@@ -98,6 +103,11 @@ class Score:
         self.time_signature = (int(self.time_signature[0]), int(self.time_signature[1]))
         if self.length is not None and not 0 <= self.length <= MAX_STEPS:
             raise ValueError(f"a score's length must be 0..{MAX_STEPS:,} steps (got {self.length:,})")
+        if isinstance(self.drum_kit, bool) or not isinstance(self.drum_kit, (int, np.integer)) \
+                or not 0 <= self.drum_kit <= 127:
+            raise ValueError(f"a score's drum kit must be a GM program 0..127 (got {self.drum_kit!r}); "
+                             f"kits: {', '.join(f'{k} {p}' for k, p in V.DRUM_KITS.items())}")
+        self.drum_kit = int(self.drum_kit)
 
     # convenience views
     @property
@@ -134,7 +144,8 @@ class Score:
     def first_bars(self, n_bars: int) -> "Score":
         """The notes whose onset lies in the first n bars, cut at the bar line."""
         limit = n_bars * self.bar_steps
-        return Score(cut_at(self.notes, limit), self.bpm, self.time_signature, self.style, length=limit)
+        return Score(cut_at(self.notes, limit), self.bpm, self.time_signature, self.style, length=limit,
+                     drum_kit=self.drum_kit)
 
 
 def meter_problem(bpm, time_signature) -> str | None:
@@ -246,6 +257,7 @@ class MidiScan:
     tempos: list = field(default_factory=list)  # (tick, track, microseconds per quarter note)
     time_signatures: list = field(default_factory=list)  # (tick, track, numerator, denominator)
     parts: set = field(default_factory=set)  # (track, channel, program) set by program changes
+    drum_program: tuple | None = None  # (tick, track, program) of the first program change on the drum channel
 
 
 def _corrupt(track: int, offset: int, what: str) -> MidiError:
@@ -343,6 +355,8 @@ def _scan_track(data: bytes, pos: int, end: int, track: int, scan: MidiScan) -> 
             raise _corrupt(track, pos, "a note or controller event holds a data byte above 127")
         if status & 0xF0 == 0xC0:
             scan.parts.add((track, status & 0x0F, data[first]))
+            if status & 0x0F == V.DRUM_CHANNEL and (scan.drum_program is None or (tick, track) < scan.drum_program[:2]):
+                scan.drum_program = (tick, track, data[first])
         pos += n
     if tick > MAX_TICK:
         raise MidiError(f"the delta times of track {track + 1} add up to {tick:,} ticks, past the {MAX_TICK:,} a MIDI "
@@ -459,14 +473,16 @@ def load_midi(source: str | os.PathLike | bytes, style: str | None = None) -> Sc
     except Exception as e:  # symusic raises RuntimeError/ValueError with parser details
         msg = str(e).replace("MiniMidi:", "").replace(": iostream error", "").strip(" :") or "unreadable data"
         raise MidiError(f"broken MIDI file ({msg}); {REEXPORT}") from None
-    return from_symusic(sym, style=style, bpm=bpm, time_signature=ts)
+    kit = scan.drum_program[2] if scan.drum_program is not None else 0
+    return from_symusic(sym, style=style, bpm=bpm, time_signature=ts, drum_kit=kit)
 
 
 def from_symusic(sym, style: str | None = None, bpm: float | None = None,
-                 time_signature: tuple[int, int] | None = None) -> Score:
+                 time_signature: tuple[int, int] | None = None, drum_kit: int | None = None) -> Score:
     """The notes of a parsed file on the step grid; MidiError if they run past MAX_STEPS.  Without `bpm` and
     `time_signature` (load_midi reads them exactly from the bytes), symusic's tempo and time signature
-    events are checked as file_meter does."""
+    events are checked as file_meter does.  Without `drum_kit` (load_midi reads the first program change on
+    the drum channel from the bytes), the kit is the program of symusic's first drum track, 0 when none."""
     if bpm is None or time_signature is None:
         got = file_meter([(int(t.time), 0, int(t.mspq)) for t in sym.tempos],
                          [(int(t.time), 0, int(t.numerator), int(t.denominator)) for t in sym.time_signatures])
@@ -494,13 +510,16 @@ def from_symusic(sym, style: str | None = None, bpm: float | None = None,
         vlev = np.clip(np.rint(arr["velocity"][keep].astype(np.int64) / V.VELOCITY_STEP), 1, V.N_VELOCITY) - 1
         parts.append(make_notes(on, np.maximum(off - on, 1), vlev, group, arr["pitch"].astype(np.int64)[keep] & 127))
     notes = np.concatenate(parts) if parts else np.zeros(0, NOTE_DTYPE)
-    return Score(notes, bpm=bpm, time_signature=time_signature, style=style)
+    if drum_kit is None:
+        drum_kit = next((int(t.program) & 127 for t in sym.tracks if t.is_drum), 0)
+    return Score(notes, bpm=bpm, time_signature=time_signature, style=style, drum_kit=drum_kit)
 
 
 # ---- MIDI out (DAW-clean) -------------------------------------------------------------------
 def to_midi_file(score: Score, tpq: int = OUTPUT_TPQ) -> mido.MidiFile:
     """Type 1: a conductor track (name, tempo, time signature), then one named track per group
-    with a program change; drums on channel 10; note-offs before note-ons at the same tick.
+    with a program change (the drum track's is the score's drum kit); drums on channel 10; note-offs
+    before note-ons at the same tick.
     Every delta time is at most MAX_DELTA (a Score's notes and length end by MAX_STEPS + 16 bars)."""
     ticks = tpq // V.STEPS_PER_QUARTER
     total = max(score.end_step, score.length or 0) * ticks
@@ -526,7 +545,8 @@ def to_midi_file(score: Score, tpq: int = OUTPUT_TPQ) -> mido.MidiFile:
         events.sort()
         tr = mido.MidiTrack()
         tr.append(mido.MetaMessage("track_name", name=name.title(), time=0))
-        tr.append(mido.Message("program_change", channel=ch, program=V.GROUP_PROGRAM[name], time=0))
+        program = score.drum_kit if g == V.DRUM_GROUP else V.GROUP_PROGRAM[name]
+        tr.append(mido.Message("program_change", channel=ch, program=program, time=0))
         now = 0
         for tick, kind, pitch, vel in events:
             msg = "note_on" if kind else "note_off"

@@ -103,9 +103,21 @@ GROUP_PROGRAM: dict[str, int] = {
     "pipe": 73,  # Flute
     "lead": 80,  # Lead 1 (square)
     "pad": 89,  # Pad 2 (warm)
-    "drums": 0,  # Standard kit, channel 10
+    "drums": 0,  # Standard kit, channel 10 (a score's drum_kit overrides it)
 }
 DRUM_CHANNEL = 9  # zero-based: MIDI channel 10
+# GM drum kits: name -> program of the drum track (channel 10).  General MIDI soundfonts hold them as bank 128
+# presets (FluidR3_GM has every one of these); `Score.drum_kit` holds the program, 0..127.
+DRUM_KITS: dict[str, int] = {
+    "standard": 0,
+    "room": 8,
+    "power": 16,
+    "electronic": 24,
+    "tr-808": 25,
+    "jazz": 32,
+    "brush": 40,
+    "orchestra": 48,
+}
 
 # ---- styles ----------------------------------------------------------------------------------
 STYLES: tuple[str, ...] = (
@@ -227,6 +239,8 @@ def check() -> None:
     assert len(set(GROUPS)) == N_GROUPS == 12 and N_PITCHED == 11
     assert len(GM_PROGRAM_TO_GROUP) == 128 and all(0 <= g < N_PITCHED for g in GM_PROGRAM_TO_GROUP)
     assert set(GROUP_PROGRAM) == set(GROUPS)
+    assert DRUM_KITS["standard"] == GROUP_PROGRAM["drums"] == 0
+    assert len(set(DRUM_KITS.values())) == len(DRUM_KITS) and all(0 <= p < 128 for p in DRUM_KITS.values())
     for name, prog in GROUP_PROGRAM.items():
         if name != "drums":
             assert GM_PROGRAM_TO_GROUP[prog] == GROUPS.index(name), name

@@ -1,4 +1,5 @@
-"""MIDI -> MP3 with the real FluidSynth and soundfont: decodes, is not silent, is trimmed and normalized."""
+"""MIDI -> MP3 with the real FluidSynth and soundfont: decodes, is not silent, lasts exactly the piece plus the
+release tail, and every failure is a clear RenderError."""
 
 from __future__ import annotations
 
@@ -8,8 +9,20 @@ import numpy as np
 import pytest
 
 from render import audio
-from render.audio import RenderError, decode_audio, normalize_peak, render_mp3, trim_silence
-from tokenizer import to_midi_bytes
+from render.audio import (
+    MP3_FRAME,
+    RELEASE_TAIL,
+    SAMPLE_RATE,
+    RenderError,
+    decode_audio,
+    piece_seconds,
+    preview_frames,
+    render_mp3,
+    render_preview,
+    render_wav,
+)
+from tokenizer import Score, make_notes, to_midi_bytes
+from tokenizer import vocab as V
 
 needs_synth = pytest.mark.skipif(shutil.which("fluidsynth") is None or shutil.which("ffmpeg") is None,
                                  reason="fluidsynth and ffmpeg are needed for a real render")
@@ -22,42 +35,68 @@ def test_render_small_score_to_mp3(tmp_path, as_bytes, small_score):
     res = render_mp3(to_midi_bytes(score) if as_bytes else score, tmp_path / "out.mp3")
     head = res.path.read_bytes()[:3]
     assert head == b"ID3" or (head[0] == 0xFF and head[1] & 0xE0 == 0xE0), head  # ID3 tag or MPEG frame sync
-    pcm = decode_audio(res.path)
-    seconds = len(pcm) / audio.SAMPLE_RATE
-    # 2 bars at 120 BPM = 4 s of notes; trimming keeps the decay of the last notes but not minutes of silence
-    assert 3.5 <= seconds <= 4.0 + 3.0, seconds
-    assert abs(res.seconds - seconds) < 0.2
+    assert not list(tmp_path.glob("*.part"))
+    pcm = decode_audio(res.path, channels=2)
+    # 2 bars at 120 BPM = 4 s, plus the release tail, to within one MP3 frame (measured: exact)
+    assert res.seconds == pytest.approx(4.0 + RELEASE_TAIL)
+    assert abs(len(pcm) - (4.0 + RELEASE_TAIL) * SAMPLE_RATE) <= MP3_FRAME, len(pcm)
     rms = float(np.sqrt(np.mean(pcm ** 2)))
     assert rms > 0.02, rms  # not silent
-    peak = float(np.abs(pcm).max())
-    assert 0.7 < peak <= 1.0, peak  # peak-normalized to about -1 dBFS (MP3 adds a little overshoot)
+    assert np.abs(pcm[-100:]).max() < 1e-3  # the tail fades out: no click at the cut
+
+
+@needs_synth
+@pytest.mark.parametrize("bpm, ts, length, steps", [
+    (93.0, (3, 4), 3 * 24, 3 * 24),  # 3 bars of 3/4 at an odd tempo
+    (150.0, (6, 8), None, 40 + 12),  # no length: the end of the last note (onset 40 + 12 steps)
+    (60.0, (4, 4), 16, 16),  # a note ringing past the length is cut at length + tail
+])
+def test_mp3_lasts_the_piece_plus_the_tail(tmp_path, bpm, ts, length, steps):
+    notes = make_notes([0, 8, 40], [8, 8, 12 if length is None else 64], 5, [0, 4, 0], [60, 40, 67])
+    score = Score(notes, bpm=bpm, time_signature=ts, length=length)
+    want = steps / V.STEPS_PER_QUARTER * 60.0 / bpm + RELEASE_TAIL
+    assert piece_seconds(score) + RELEASE_TAIL == pytest.approx(want, abs=1e-5)
+    res = render_mp3(score, tmp_path / "x.mp3")
+    got = len(decode_audio(res.path)) / SAMPLE_RATE
+    assert abs(got - want) <= MP3_FRAME / SAMPLE_RATE, (got, want)
+    assert res.seconds == pytest.approx(want, abs=1 / SAMPLE_RATE)
 
 
 @needs_synth
 def test_render_bpm_changes_length(tmp_path, small_score):
     slow = decode_audio(render_mp3(small_score(60), tmp_path / "slow.mp3").path)
     fast = decode_audio(render_mp3(small_score(180), tmp_path / "fast.mp3").path)
-    assert len(slow) > 2 * len(fast)
+    assert len(slow) == pytest.approx((8 + RELEASE_TAIL) * SAMPLE_RATE, abs=MP3_FRAME)
+    assert len(fast) == pytest.approx((8 / 3 + RELEASE_TAIL) * SAMPLE_RATE, abs=MP3_FRAME)
 
 
-def test_trim_silence_cuts_the_tail_only():
+@needs_synth
+def test_empty_score_is_a_silent_tail(tmp_path):
+    res, stems = render_preview(Score(length=0), tmp_path, "empty")
+    assert stems == [] and res.loudness_lufs is None and res.gain_db == 0.0 and not res.peak_limited
+    assert res.peak_dbfs is None or res.peak_dbfs < -120  # FluidSynth's effects leave a trace at about -150 dBFS
+    pcm = decode_audio(res.path)
+    assert abs(len(pcm) - RELEASE_TAIL * SAMPLE_RATE) <= MP3_FRAME and np.abs(pcm).max() < 1e-3
+
+
+@needs_synth
+def test_render_wav_is_the_raw_synth(tmp_path, small_score):
+    score = small_score()
+    x, rate = audio.read_wav(render_wav(score, tmp_path / "raw.wav"))
+    assert rate == SAMPLE_RATE and x.shape[1] == 2
+    assert len(x) >= preview_frames(score)  # FluidSynth renders on past the end of the piece
+    assert np.abs(x).max() > 0.05
+
+
+def test_fit_cuts_or_pads_and_fades():
     rate = 1000
-    x = np.zeros((5 * rate, 2), np.float32)
-    x[100:2000] = 0.5  # sound from 0.1 s to 2 s, then 3 s of silence
-    y = trim_silence(x, rate, tail=0.25)
-    assert len(y) == 2000 + 250
-    assert np.array_equal(y[:2000], x[:2000])  # nothing before the tail is touched (leading silence kept)
-    assert len(trim_silence(np.zeros((rate, 2), np.float32), rate, tail=0.1)) == 100
-    assert len(trim_silence(np.zeros((0, 2), np.float32), rate)) == 0
-
-
-def test_normalize_peak():
-    x = np.array([[0.1, -0.2], [0.05, 0.0]], np.float32)
-    y = normalize_peak(x, peak=0.9)
-    assert np.isclose(np.abs(y).max(), 0.9)
-    assert np.allclose(y / y[0, 1], x / x[0, 1])  # only scaled
-    z = np.zeros((10, 2), np.float32)
-    assert np.array_equal(normalize_peak(z), z)  # silence stays silence, no division by zero
+    x = np.ones((3000, 2), np.float32)
+    y = audio._fit(x, 2000, rate)
+    fade = int(audio.FADE_OUT * rate)
+    assert y.shape == (2000, 2) and np.array_equal(y[:2000 - fade], x[:2000 - fade])
+    assert y[-1].max() == 0.0 and np.all(np.diff(y[-fade:, 0]) <= 0)  # falls to silence
+    z = audio._fit(x[:500], 2000, rate)
+    assert z.shape == (2000, 2) and np.array_equal(z[:500], x[:500]) and not z[500:].any()
 
 
 def test_missing_soundfont_gives_clear_error(tmp_path, monkeypatch, small_score):
@@ -79,6 +118,14 @@ def test_missing_fluidsynth_gives_clear_error(tmp_path, monkeypatch, small_score
     sf2.write_bytes(b"RIFF")
     with pytest.raises(RenderError, match="no preview: FluidSynth is not installed"):
         render_mp3(small_score(), tmp_path / "x.mp3", soundfont=sf2)
+
+
+def test_too_long_or_unreadable_midi_is_refused(tmp_path):
+    long = Score(make_notes([0], [8], 5, [0], [60]), bpm=20.0, length=8 * 60 * 31)  # 31 minutes at 20 BPM
+    with pytest.raises(RenderError, match="longer than 30 minutes"):
+        render_mp3(long, tmp_path / "x.mp3")
+    with pytest.raises(RenderError, match="the MIDI data cannot be read"):
+        render_mp3(b"MThd garbage", tmp_path / "x.mp3")
 
 
 @needs_synth

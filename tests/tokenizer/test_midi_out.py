@@ -1,4 +1,4 @@
-"""Written MIDI is DAW-clean: checked by re-reading it with mido and pretty_midi."""
+"""Written MIDI is DAW-clean: checked by re-reading it with mido and pretty_midi; the drum kit round trip."""
 
 import io
 from collections import defaultdict
@@ -33,7 +33,8 @@ def test_mido_structure(written):
     assert names == [V.GROUPS[g].title() for g in score.groups]
     for tr, g in zip(tracks, score.groups, strict=False):
         pcs = [m for m in tr if m.type == "program_change"]
-        assert len(pcs) == 1 and pcs[0].program == V.GROUP_PROGRAM[V.GROUPS[g]]
+        want = score.drum_kit if g == V.DRUM_GROUP else V.GROUP_PROGRAM[V.GROUPS[g]]
+        assert len(pcs) == 1 and pcs[0].program == want
         chans = {m.channel for m in tr if not m.is_meta}
         assert len(chans) == 1
         assert (chans == {V.DRUM_CHANNEL}) == (g == V.DRUM_GROUP)
@@ -81,3 +82,73 @@ def test_write_midi_is_atomic_and_readable(tmp_path):
     back = load_midi(out)
     assert np.array_equal(back.notes, score.notes)
     assert back.bpm == pytest.approx(93.0, rel=1e-4)
+
+
+def _drum_score(kit: int = 0, **kw) -> Score:
+    return Score(make_notes([0, 8, 16], [8, 8, 4], 5, [0, V.DRUM_GROUP, V.DRUM_GROUP], [60, 36, 38]), drum_kit=kit, **kw)
+
+
+@pytest.mark.parametrize("name", list(V.DRUM_KITS))
+def test_drum_kit_is_written_and_read_back(tmp_path, name):
+    kit = V.DRUM_KITS[name]
+    score = _drum_score(kit)
+    data = to_midi_bytes(score)
+    mf = mido.MidiFile(file=io.BytesIO(data))
+    drum_pcs = [m for tr in mf.tracks for m in tr if m.type == "program_change" and m.channel == V.DRUM_CHANNEL]
+    assert [m.program for m in drum_pcs] == [kit]
+    other = [m.program for tr in mf.tracks for m in tr if m.type == "program_change" and m.channel != V.DRUM_CHANNEL]
+    assert other == [V.GROUP_PROGRAM["piano"]]  # the kit touches the drum track only
+    assert load_midi(data).drum_kit == kit
+    assert load_midi(write_midi(score, tmp_path / "k.mid")).drum_kit == kit
+    pm = pretty_midi.PrettyMIDI(io.BytesIO(data))
+    assert [i.program for i in pm.instruments if i.is_drum] == [kit]
+
+
+def test_drum_kit_kept_by_first_bars_and_checked():
+    score = _drum_score(V.DRUM_KITS["tr-808"], length=64)
+    assert score.first_bars(1).drum_kit == 25
+    assert Score(drum_kit=np.int64(48)).drum_kit == 48 and type(Score(drum_kit=np.int64(48)).drum_kit) is int
+    for bad in (-1, 128, 2.5, True, "jazz", None):
+        with pytest.raises(ValueError, match="drum kit must be a GM program 0..127"):
+            Score(drum_kit=bad)
+
+
+def _file(tracks, tpq=480) -> bytes:
+    mf = mido.MidiFile(type=1, ticks_per_beat=tpq)
+    for msgs in tracks:
+        mf.tracks.append(mido.MidiTrack(msgs))
+    buf = io.BytesIO()
+    mf.save(file=buf)
+    return buf.getvalue()
+
+
+def _drum_hits(channel=V.DRUM_CHANNEL):
+    return [mido.Message("note_on", channel=channel, note=36, velocity=90, time=0),
+            mido.Message("note_off", channel=channel, note=36, velocity=0, time=240)]
+
+
+def test_drum_kit_is_the_first_program_change_on_the_drum_channel():
+    pc = lambda prog, t=0, ch=V.DRUM_CHANNEL: mido.Message("program_change", channel=ch, program=prog, time=t)  # noqa: E731
+    # the earliest tick wins, whichever track holds it
+    late = [pc(32, 480)] + _drum_hits()
+    early = [pc(1, 0, ch=0), pc(25, 120)] + _drum_hits()
+    assert load_midi(_file([late, early])).drum_kit == 25
+    # same tick: the first track wins; within a track, the first event
+    assert load_midi(_file([[pc(16)] + _drum_hits(), [pc(40)] + _drum_hits()])).drum_kit == 16
+    assert load_midi(_file([[pc(8), pc(24)] + _drum_hits()])).drum_kit == 8
+    # no program change on channel 10 (only on others): the standard kit
+    assert load_midi(_file([[pc(25, ch=0)] + _drum_hits(0), _drum_hits()])).drum_kit == 0
+    # a program change after a long run of notes (the scan's fast path) is still seen
+    assert load_midi(_file([_drum_hits() * 50 + [pc(32)], [pc(16, 24_001)] + _drum_hits()])).drum_kit == 32
+
+
+def test_drum_kit_from_symusic_without_the_scan():
+    from symusic import Score as SymScore
+
+    from tokenizer.score import from_symusic
+
+    data = to_midi_bytes(_drum_score(V.DRUM_KITS["brush"]))
+    assert from_symusic(SymScore.from_midi(data)).drum_kit == 40
+    assert from_symusic(SymScore.from_midi(data), drum_kit=8).drum_kit == 8
+    no_drums = Score(make_notes([0], [8], 5, [0], [60]), drum_kit=25)
+    assert from_symusic(SymScore.from_midi(to_midi_bytes(no_drums))).drum_kit == 0  # no drum track is written
