@@ -12,8 +12,9 @@ All five live in one module (`CNNModel`), trained jointly (training/tasks/cnn.py
 Generation (model/rollwindows.py): from a start window, window by window: piano from MelodyCNN, the
 others from their harmony CNNs given the new piano window, each thresholded to notes with per-track
 thresholds stored in the checkpoint (tuned on validation pairs so the predicted note density matches
-the data's) and fed back.  The network is deterministic given its start: variants differ only by their
-(seeded) start windows; with an uploaded MIDI every variant is the same.
+the data's) and fed back.  A key and chords shift the logits before thresholding (RW.lock_shifts), so
+the harmony CNNs already see the locked piano window.  The network is deterministic given its start:
+variants differ only by their (seeded) start windows; with an uploaded MIDI every variant is the same.
 """
 
 from __future__ import annotations
@@ -93,13 +94,19 @@ class CNNModel(nn.Module):
         return torch.stack(out, 1)
 
     @torch.no_grad()
-    def step(self, x_t: torch.Tensor) -> torch.Tensor:
-        """Generation: windows t (B, 5, 32, 128) bool -> windows t+1 bool."""
+    def step(self, x_t: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """Generation: windows t (B, 5, 32, 128) bool -> windows t+1 bool.  `shift` (5, 32, 128): a key and
+        chord lock added to the logits before thresholding (RW.lock_shifts); the harmony CNNs see the locked
+        piano window."""
         th = self.thresholds.float()
-        piano = torch.sigmoid(self.melody(x_t[:, 0]).float()) > th[0]  # (B, 32, 128)
+
+        def cells(logits: torch.Tensor, k: int) -> torch.Tensor:
+            return torch.sigmoid((logits if shift is None else RW.locked_logits(logits, shift[k])).float()) > th[k]
+
+        piano = cells(self.melody(x_t[:, 0]), 0)  # (B, 32, 128)
         out = [piano]
         for k, name in enumerate(RW.HARMONY, start=1):
-            out.append(torch.sigmoid(self.harmony[name](piano, x_t[:, k]).float()) > th[k])
+            out.append(cells(self.harmony[name](piano, x_t[:, k]), k))
         return torch.stack(out, 1)
 
 

@@ -18,6 +18,12 @@
 `RNNLM` is the one token model (cell type and token scheme from its config); `FrameRNN` the frame
 model.  Both generate over a sliding window of the last `seq_len` steps (the training length).
 Training and held-out evaluation: training/tasks/recurrent.py.
+
+Key and chords (`PitchLock`, shared with style-vae, cnn and vae-nn): every pitched note in the key's
+scale (without a key, in the chords' notes), the bass on its bar's chord tones, a chord-tone pull
+(`chord_bias`) for the other pitched parts, drums exempt.  gru and lstm shift their token logits (a chord
+token with one forbidden pitch is forbidden) and keep the model's odds of a new note against hold and rest
+(`lock_notes`); multi-rnn shifts each track's pitch logits before it draws its notes.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 import torch.nn as nn
 
 from tokenizer import Score
+from tokenizer import harmony as H
 from tokenizer import melody as M
 from tokenizer import vocab as V
 from tokenizer.pianoroll import GROUP_TO_TRACK, N_TRACKS, TRACKS, pianoroll_to_score
@@ -38,6 +45,75 @@ from tokenizer.score import cut_at
 from . import checkpoint as ckpt
 from .engine import Engine, GenerationRequest, register
 from .sampling import SamplingParams, apply_temperature, sample_token
+
+# ---- key and chord lock ----------------------------------------------------------------------------
+NEG = float("-inf")
+BASS = V.GROUPS.index("bass")
+
+
+@dataclass(frozen=True)
+class PitchLock:
+    """A request's key and chords as the engines that choose pitches themselves apply them (every engine but
+    the transformer, whose grammar applies the same rule in model/sampling.py, plus its registers): every
+    pitched group keeps to the key's scale (without a key, to the chords' notes); with chords the bass plays
+    only tones of its bar's chord, and the other pitched groups get `bias` (the request's chord_bias) added
+    to their chord tones' logits.  Drums are exempt.  One chord a bar from bar 1 of the piece, repeating.
+
+    Engines add `shift(group, onsets)` (0, -inf or +bias per pitch) to their pitch logits before sampling
+    (gru, lstm, multi-rnn, style-vae) or thresholding (cnn, vae-nn)."""
+
+    scale: np.ndarray  # (128,) bool: the pitches every pitched group may play
+    tones: np.ndarray  # (C, 128) bool: each chord's tones (C = 0 without chords)
+    bias: float
+    bar_steps: int = V.STEPS_PER_BAR
+
+    @classmethod
+    def of(cls, req: GenerationRequest, bar_steps: int = V.STEPS_PER_BAR) -> "PitchLock | None":
+        """The lock of a validated request; None when it has neither key nor chords."""
+        key, chords = req.parsed_key, req.parsed_chords
+        if key is None and not chords:
+            return None
+        pcs = key.pitch_classes if key is not None else frozenset().union(*(c.tones for c in chords))
+        tones = np.stack([H.pitch_mask(c.tones) for c in chords]) if chords else np.zeros((0, 128), bool)
+        return cls(H.pitch_mask(pcs), tones, float(req.chord_bias), bar_steps)
+
+    def table(self, group: int) -> torch.Tensor:
+        """(max(1, C), 128) float32: the logit shift of `group`'s pitches under each chord (row 0 without
+        chords): -inf off the scale (the bass with chords: off its chord's tones too), +bias on chord tones
+        (the other pitched groups), else 0; drums all 0."""
+        rows = max(1, len(self.tones))
+        out = np.zeros((rows, 128), np.float32)
+        if group == V.DRUM_GROUP:
+            return torch.from_numpy(out)
+        allowed = np.broadcast_to(self.scale, (rows, 128)).copy()
+        if len(self.tones) and group == BASS:
+            allowed &= self.tones
+        elif len(self.tones):
+            out += self.tones * np.float32(self.bias)
+        out[~allowed] = NEG
+        return torch.from_numpy(out)
+
+    def chord_of(self, onsets) -> torch.Tensor:
+        """Index into `table(group)` rows of the chord sounding at each onset (steps from the piece's start)."""
+        on = torch.as_tensor(onsets, dtype=torch.long)
+        return (on // self.bar_steps) % max(1, len(self.tones))
+
+    def shift(self, group: int, onsets) -> torch.Tensor:
+        """(*onsets.shape, 128) float32: `table(group)` at each onset's chord."""
+        return self.table(group)[self.chord_of(onsets)]
+
+
+def lock_notes(logits: torch.Tensor, shift: torch.Tensor, is_note: torch.Tensor) -> torch.Tensor:
+    """(..., V) logits with a lock's shift (..., V) on the tokens that start notes (`is_note` (V,) bool): the
+    model keeps its odds of starting a note against holding or resting, the lock picks among the allowed notes
+    (their mass is renormalized to what every note had): the lock decides pitches, not how much is played,
+    as in the transformer, whose pitch comes after the note is placed."""
+    shifted = logits + shift
+    before = torch.logsumexp(logits.masked_fill(~is_note, NEG), -1, keepdim=True)
+    after = torch.logsumexp(shifted.masked_fill(~is_note, NEG), -1, keepdim=True)
+    gain = before - after
+    gain = torch.where(torch.isfinite(gain), gain, torch.zeros_like(gain))
+    return torch.where(is_note, shifted + gain, logits)
 
 
 # ---- configs ----------------------------------------------------------------------------------
@@ -131,10 +207,37 @@ def build_model(cfg: RNNLMConfig | FrameRNNConfig) -> nn.Module:
 class TokenRNNEngine(Engine):
     """gru / lstm: one pitched part, written as the first requested instrument group."""
 
-    controls = frozenset({"groups", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm"})
+    controls = frozenset({"groups", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm", "key",
+                          "chords"})
+    plays = frozenset(V.PITCHED_GROUPS)  # any pitched group, one a request (`groups_written`); no drums
     unit = "tokens"
     config_class = RNNLMConfig
     build = staticmethod(build_model)
+
+    def groups_written(self, req: GenerationRequest) -> tuple[str, ...]:
+        """The groups a (restricted) request's result can hold: the first requested group only."""
+        return tuple(req.groups[:1])
+
+    def token_pitches(self) -> torch.Tensor:
+        """(V, 128) bool: the pitches each token starts (single notes, the checkpoint's chords, melody
+        pitches); HOLD, REST and durations start none."""
+        m = torch.zeros(self.cfg.vocab_size, 128, dtype=torch.bool)
+        if self.cfg.scheme == "melody":
+            m[M.MEL_PITCH_OFFSET:M.MEL_PITCH_OFFSET + 128] = torch.eye(128, dtype=torch.bool)
+        else:
+            m[M.CHORD_OFFSET:M.CHORD_OFFSET + 128] = torch.eye(128, dtype=torch.bool)
+            for i, chord in enumerate(self.cfg.chords[:self.cfg.vocab_size - M.CHORD_VOCAB_BASE]):
+                m[M.CHORD_VOCAB_BASE + i, chord] = True
+        return m
+
+    def token_shift(self, lock: PitchLock, group: int) -> torch.Tensor:
+        """(max(1, C), V) float32: the lock's pitch shift per token under each chord: -inf for a token with a
+        forbidden pitch (a chord token: any of its pitches), else the mean chord pull of its pitches."""
+        has = self.token_pitches().float()  # (V, 128)
+        table = lock.table(group)  # (C', 128)
+        forbidden = (torch.isinf(table).float() @ has.T) > 0  # (C', V)
+        pull = torch.where(torch.isinf(table), 0.0, table) @ has.T / has.sum(1).clamp_min(1)
+        return pull.masked_fill(forbidden, NEG)
 
     def _mask(self, n: int) -> torch.Tensor:
         """(V,) bool: tokens allowed at the n-th sampled position."""
@@ -150,17 +253,24 @@ class TokenRNNEngine(Engine):
 
     @torch.no_grad()
     def sample_tokens(self, n_variants: int, limit: int, params: SamplingParams,
-                      progress: Callable[[float], None] | None = None) -> list[list[int]]:
-        """Sample until every variant covers `limit` steps (1/32 notes).  Sliding window of seq_len."""
+                      progress: Callable[[float], None] | None = None, lock: PitchLock | None = None,
+                      group: int = 0) -> list[list[int]]:
+        """Sample until every variant covers `limit` steps (1/32 notes).  Sliding window of seq_len.
+        With a `lock`, the tokens' pitches keep to it as the part `group` (`token_shift` at each token's
+        onset, `lock_notes`)."""
         gen = torch.Generator().manual_seed(int(params.seed))
         B, L = n_variants, self.cfg.seq_len
         seq = torch.full((B, 1), M.BOS, dtype=torch.long)
-        t = torch.zeros(B, dtype=torch.long)  # time covered, in steps
+        t = torch.zeros(B, dtype=torch.long)  # time covered, in steps: the next token's onset
         melody = self.cfg.scheme == "melody"
+        shift = None if lock is None else self.token_shift(lock, group)
+        is_note = self.token_pitches().any(1)
         n = 0
         while bool((t < limit).any()):
-            logits = self.model(seq[:, -L:])[:, -1].float()  # (B, V)
-            tok = sample_token(logits.masked_fill(~self._mask(n), float("-inf")), params, gen)
+            logits = self.model(seq[:, -L:])[:, -1].float().masked_fill(~self._mask(n), NEG)  # (B, V)
+            if shift is not None:
+                logits = lock_notes(logits, shift[lock.chord_of(t)], is_note)
+            tok = sample_token(logits, params, gen)
             seq = torch.cat([seq, tok[:, None]], 1)
             if melody:
                 if n % 2 == 1:
@@ -183,7 +293,7 @@ class TokenRNNEngine(Engine):
         group = req.group_ids[0]
         limit = req.bars * V.STEPS_PER_BAR
         params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed)
-        rows = self.sample_tokens(req.variants, limit, params, progress)
+        rows = self.sample_tokens(req.variants, limit, params, progress, PitchLock.of(req), group)
         scores = []
         for toks in rows:
             notes = self.decode(toks)
@@ -215,16 +325,35 @@ class MultiRNNEngine(Engine):
                    "from the previous 32, a fixed number of notes sampled per instrument and frame.  Its "
                    "authors found it sounds random; so does this faithful reproduction.  Instruments fold into "
                    "piano, guitar, bass, strings (each written as the first chosen group it covers).")
-    controls = frozenset({"groups", "drums", "bars", "variants", "temperature", "seed", "bpm"})
+    controls = frozenset({"groups", "drums", "bars", "variants", "temperature", "seed", "bpm", "key", "chords"})
     unit = "frames"
     config_class = FrameRNNConfig
     build = staticmethod(build_model)
 
+    def groups_written(self, req: GenerationRequest) -> tuple[str, ...]:
+        """The groups a (restricted) request's result can hold: per track the first requested group folding
+        into it (piano, chromatic, organ -> the piano track; guitar; bass; the other pitched groups -> the
+        strings track), drums iff asked."""
+        return tuple(V.GROUPS[g] for g in sorted(self.output_groups(req).values()))
+
+    @staticmethod
+    def output_groups(req: GenerationRequest) -> dict[int, int]:
+        """track -> the group it is written as."""
+        out: dict[int, int] = {}
+        for g in req.group_ids:
+            out.setdefault(GROUP_TO_TRACK[g], g)
+        if req.drums:
+            out[GROUP_TO_TRACK[V.DRUM_GROUP]] = V.DRUM_GROUP
+        return out
+
     @torch.no_grad()
     def sample_frames(self, n_variants: int, n_frames: int, tracks: dict[int, int], temperature: float, seed: int,
-                      progress: Callable[[float], None] | None = None) -> torch.Tensor:
+                      progress: Callable[[float], None] | None = None,
+                      shifts: torch.Tensor | None = None) -> torch.Tensor:
         """(B, n_frames, 5, 128) 0/1; `tracks` maps track -> notes per frame (other tracks stay silent).
-        Starts from one silent frame; each step sees the last seq_len frames."""
+        Starts from one silent frame; each step sees the last seq_len frames.  `shifts` (n_frames, 5, 128),
+        a key and chord lock (PitchLock.shift): added to the logits; a track samples no more notes than it
+        has allowed pitches."""
         gen = torch.Generator().manual_seed(int(seed))
         B = n_variants
         frames = torch.zeros(B, 1, N_TRACKS, 128)
@@ -232,7 +361,12 @@ class MultiRNNEngine(Engine):
             logits = self.model(frames[:, -self.cfg.seq_len:])[:, -1].float()  # (B, 5, 128)
             nxt = torch.zeros(B, N_TRACKS, 128)
             for tr, k in tracks.items():
-                probs = torch.softmax(apply_temperature(logits[:, tr], temperature), -1)  # (B, 128)
+                lg = logits[:, tr] if shifts is None else logits[:, tr] + shifts[i, tr]
+                probs = torch.softmax(apply_temperature(lg, temperature), -1)  # (B, 128)
+                if shifts is not None:  # allowed pitches whose probability underflowed stay drawable
+                    allowed = torch.isfinite(shifts[i, tr])
+                    probs = torch.where(allowed, probs.clamp_min(1e-30), 0.0)
+                    k = min(k, int(allowed.sum()))
                 idx = torch.multinomial(probs, k, replacement=False, generator=gen)  # (B, k)
                 nxt[:, tr].scatter_(-1, idx, 1.0)
             frames = torch.cat([frames, nxt[:, None]], 1)
@@ -253,14 +387,16 @@ class MultiRNNEngine(Engine):
     def _generate(self, req: GenerationRequest, progress: Callable[[float], None] | None) -> tuple[list[Score], dict]:
         spb = self.cfg.steps_per_beat
         frames_per_bar = V.STEPS_PER_BAR // (V.STEPS_PER_QUARTER // spb)
-        out_group: dict[int, int] = {}  # track -> the first requested group it covers
-        for g in req.group_ids:
-            out_group.setdefault(GROUP_TO_TRACK[g], g)
-        if req.drums:
-            out_group[GROUP_TO_TRACK[V.DRUM_GROUP]] = V.DRUM_GROUP
+        out_group = self.output_groups(req)  # track -> the first requested group it covers
         n_frames = req.bars * frames_per_bar
+        shifts, lock = None, PitchLock.of(req)
+        if lock is not None:
+            onsets = torch.arange(n_frames) * (V.STEPS_PER_QUARTER // spb)
+            shifts = torch.zeros(n_frames, N_TRACKS, 128)
+            for tr, g in out_group.items():
+                shifts[:, tr] = lock.shift(g, onsets)
         frames = self.sample_frames(req.variants, n_frames, self.notes_per_track(req.extra, out_group), req.temperature,
-                                    req.seed, progress)
+                                    req.seed, progress, shifts)
         limit = req.bars * V.STEPS_PER_BAR
         scores = []
         for b in range(req.variants):
@@ -272,5 +408,5 @@ class MultiRNNEngine(Engine):
         return scores, {"count": req.variants * n_frames}
 
 
-__all__ = ["RNNLMConfig", "FrameRNNConfig", "PRESETS", "RNNLM", "FrameRNN", "build_model", "make_rnn",
-           "TokenRNNEngine", "GRUEngine", "LSTMEngine", "MultiRNNEngine"]
+__all__ = ["PitchLock", "lock_notes", "RNNLMConfig", "FrameRNNConfig", "PRESETS", "RNNLM", "FrameRNN", "build_model",
+           "make_rnn", "TokenRNNEngine", "GRUEngine", "LSTMEngine", "MultiRNNEngine"]

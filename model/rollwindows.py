@@ -5,7 +5,12 @@ steps x 128 pitches at 2 steps per beat (tokenizer/pianoroll.py), and both gener
 from a start window: the prompt's last window (an uploaded MIDI) or, without one, a window drawn
 (seeded) from a small start set stored in the checkpoint, so the page needs no corpus.  Here: the
 convolution towers both networks use, `WindowEngine` (start windows, the rollout loop, the requested
-tracks, writing the Scores), and the helpers behind it.  Their training is in training/tasks/.
+tracks, writing the Scores), and the helpers behind it.  A key and chords (`lock_shifts`) shift the cell
+logits of each new window before it is thresholded: out-of-key rows of the pitched tracks never play, the
+bass rows keep to their bar's chord tones, the other pitched tracks' chord tones get the chord pull; the
+drum track is exempt; where the model's best pitch at a step is forbidden the step still plays, on the best
+allowed pitch (`locked_logits`).  The locked window is what the next step sees.  Their training is in
+training/tasks/.
 """
 
 from __future__ import annotations
@@ -22,10 +27,12 @@ from tokenizer import vocab as V
 from tokenizer.pianoroll import (  # noqa: F401  (the window geometry, re-exported for the engines)
     BARS_PER_WINDOW,
     CELL,
+    DRUM_TRACK,
     GROUP_TO_TRACK,
     N_TRACKS,
     PITCHES,
     STEPS_PER_BEAT,
+    TRACK_TO_GROUP,
     TRACKS,
     WINDOW,
     join_windows,
@@ -36,6 +43,7 @@ from tokenizer.pianoroll import (  # noqa: F401  (the window geometry, re-export
 from tokenizer.score import cut_at
 
 from .engine import Engine, GenerationRequest
+from .recurrent import PitchLock
 
 HARMONY = TRACKS[1:]  # the tracks that follow the piano: guitar, bass, strings, drums
 PACKED_WINDOW = (N_TRACKS, WINDOW, PITCHES // 8)  # a window as stored in a checkpoint (packed bits)
@@ -164,17 +172,60 @@ def n_windows(bars: int) -> int:
     return math.ceil(bars / BARS_PER_WINDOW)
 
 
-Step = Callable[[torch.Tensor], torch.Tensor]  # windows t (B, 5, 32, 128) bool -> windows t+1 bool
+def lock_shifts(req: GenerationRequest, n: int) -> torch.Tensor | None:
+    """The request's key and chords (PitchLock) for the n generated windows: (n, 5, 32, 128) float added to
+    the cell logits before thresholding (None without key and chords).  Each cell gets its bar's shift:
+    -inf on the pitch rows the scale forbids (the bass track: off its bar's chord tones too), +chord_bias
+    on chord tones of the other pitched tracks (the chord pull); the drum track is exempt (see
+    `locked_logits` for how a shift is applied).
+    Bars count from the piece's start (after a prompt, in the prompt's metre)."""
+    prompt = req.prompt
+    lock = PitchLock.of(req, prompt.bar_steps if prompt is not None else V.STEPS_PER_BAR)
+    if lock is None:
+        return None
+    onsets = (prompt_offset(prompt) if prompt is not None else 0) + torch.arange(n * WINDOW) * CELL
+    out = torch.zeros(n * WINDOW, N_TRACKS, PITCHES)
+    for tr in range(N_TRACKS):
+        if tr != DRUM_TRACK:
+            out[:, tr] = lock.shift(TRACK_TO_GROUP[tr], onsets)
+    return out.view(n, WINDOW, N_TRACKS, PITCHES).transpose(1, 2).contiguous()
+
+
+def locked_logits(logits: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Cell logits (..., 128) under a lock shift (..., 128) (`lock_shifts`): the model decides whether a
+    track plays at a time step, the lock which pitches.  The shifted logits of a step are moved together so
+    that their best equals the model's best: where the model's best pitch is forbidden the step still plays
+    (on the best allowed pitch), and the chord pull favours chord tones within a step without raising its
+    best (added to the raw logits, the default pull of 2 made cnn play 4 times as many non-bass notes on
+    strong beats).  The thresholded analogue of renormalizing a softmax over the allowed pitches."""
+    logits = logits.float()
+    locked = logits + shift
+    best_ok = locked.max(-1, keepdim=True).values
+    gap = logits.max(-1, keepdim=True).values - best_ok
+    return locked + torch.where(torch.isfinite(best_ok), gap, torch.zeros_like(gap))
+
+
+def threshold(logits: torch.Tensor, thresholds: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
+    """Cell logits (..., 5, 32, 128) -> notes: the cells whose sigmoid (under the lock `shift`, see
+    `locked_logits`) is above their track's threshold (`thresholds` (5,))."""
+    if shift is not None:
+        logits = locked_logits(logits, shift)
+    return torch.sigmoid(logits.float()) > thresholds.float()[:, None, None]
+
+
+Step = Callable[..., torch.Tensor]  # windows t (B, 5, 32, 128) bool [, lock shift (5, 32, 128)] -> windows t+1 bool
 
 
 @torch.no_grad()
-def rollout(start: np.ndarray, n: int, step: Step, progress: Callable[[float], None] | None = None) -> np.ndarray:
+def rollout(start: np.ndarray, n: int, step: Step, progress: Callable[[float], None] | None = None,
+            shifts: torch.Tensor | None = None) -> np.ndarray:
     """start (B, 5, 32, 128) bool -> the n windows after it (B, n, 5, 32, 128) bool, each the step of the
-    one before."""
+    one before (given window i's lock shift `shifts[i]` when there is a lock): the locked window is what
+    the next step sees."""
     cur = torch.from_numpy(np.asarray(start, bool))
     out = []
     for i in range(n):
-        cur = step(cur)
+        cur = step(cur) if shifts is None else step(cur, shifts[i])
         out.append(cur)
         if progress is not None:
             progress((i + 1) / n)
@@ -187,19 +238,28 @@ class WindowEngine(Engine):
     options checked) and the extra figures it reports."""
 
     unit: ClassVar[str] = "windows"
-    controls: ClassVar[frozenset[str]] = frozenset({"groups", "drums", "bars", "variants", "seed", "bpm", "prompt"})
+    controls: ClassVar[frozenset[str]] = frozenset({"groups", "drums", "bars", "variants", "seed", "bpm", "prompt",
+                                                    "key", "chords"})
+
+    def groups_written(self, req: GenerationRequest) -> tuple[str, ...]:
+        """The groups a (restricted) request's result can hold: per track the first requested group folding
+        into it (piano, chromatic, organ -> piano; guitar; bass; the other pitched groups -> strings), drums
+        iff asked (an uploaded MIDI's own notes come back as they were)."""
+        return tuple(V.GROUPS[g] for g in sorted(output_groups(req).values()))
 
     def stepper(self, req: GenerationRequest) -> tuple[Step, dict]:
+        """(step(windows t, shift=None) -> windows t+1, extra figures); `shift` (5, 32, 128): see
+        `lock_shifts`."""
         raise NotImplementedError
 
     def _generate(self, req: GenerationRequest, progress: Callable[[float], None] | None) -> tuple[list[Score], dict]:
         step, stats = self.stepper(req)
         start, picks = start_windows(req, self.model.start_windows)
         n = n_windows(req.bars)
-        rolls = rollout(start, n, step, progress)
+        rolls = rollout(start, n, step, progress, lock_shifts(req, n))
         return windows_to_scores(req, rolls), {"count": req.variants * n, "starts": picks, **stats}
 
 
 __all__ = ["TRACKS", "HARMONY", "WINDOW", "PITCHES", "N_TRACKS", "conv_tower", "deconv_tower", "flat_size", "mlp",
            "variant_generator", "output_groups", "prompt_window", "start_windows", "windows_to_scores", "n_windows",
-           "rollout", "WindowEngine"]
+           "lock_shifts", "locked_logits", "threshold", "rollout", "WindowEngine"]

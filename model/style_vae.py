@@ -23,8 +23,11 @@ from N(0, I); the requested bars are cut into segments and the segments are deco
 batch.  Chaining: segment k+1's z_c = rho * z_k + sqrt(1 - rho^2) * noise, a stationary walk in the
 prior, so neighbouring segments share content and the piece drifts instead of jumping.  Instruments:
 the pitch softmax is masked to the requested groups (and drums iff asked), so the style decides the
-rhythm and voicing and the musician decides who plays it.  Style transfer: an uploaded MIDI is cut
-into segments, each encoded to its mean mu (its content), and decoded with the requested style.
+rhythm and voicing and the musician decides who plays it.  A key (and chords) shift the pitch logits at
+each event's onset (model.recurrent.PitchLock: pitched groups in the scale, the bass on its bar's chord
+tones, a chord-tone pull for the others; drums exempt), each group keeping the model's odds that it plays
+the event (so a locked bass is not crowded out).  Style transfer: an uploaded MIDI is cut into segments,
+each encoded to its mean mu (its content), and decoded with the requested style.
 
     python -m training.train --engine style-vae --preset cpu --data data/corpus --out runs/style-vae-cpu
     python -m training.evaluate runs/style-vae-cpu/best --data data/corpus            # reconstruction
@@ -49,6 +52,7 @@ from tokenizer.score import cut_at
 
 from . import checkpoint as ckpt
 from .engine import Engine, GenerationRequest, register
+from .recurrent import PitchLock, lock_notes
 from .sampling import SamplingParams, sample_token
 
 
@@ -216,10 +220,13 @@ class StyleVAE(nn.Module):
     # -- generation ------------------------------------------------------------------------------
     @torch.no_grad()
     def decode(self, z: torch.Tensor, params: SamplingParams, allowed_pitch: torch.Tensor,
-               generator: torch.Generator | None = None, eos_from: float | None = None) -> list[np.ndarray]:
+               generator: torch.Generator | None = None, eos_from: float | None = None,
+               lock: PitchLock | None = None, start: torch.Tensor | None = None) -> list[np.ndarray]:
         """z (B, Z) -> per row the sampled events (n, 3).  Shifts keep events inside the segment, EOS
         waits until the segment is `eos_from` (default `cfg.eos_from`) done; the pitch softmax is limited
-        to `allowed_pitch` (N_PITCH,) bool."""
+        to `allowed_pitch` (N_PITCH,) bool and, with a key and chord `lock`, shifted by it at each event's
+        onset (`start` (B,): each row's segment start in the piece, in steps; default 0), each group keeping
+        its share of the event (`lock_notes`)."""
         cfg = self.cfg
         B = z.shape[0]
         state = self.init_state(z)
@@ -230,6 +237,9 @@ class StyleVAE(nn.Module):
         shifts = torch.arange(cfg.n_shift)
         eos_at = int((cfg.eos_from if eos_from is None else eos_from) * cfg.segment_steps)
         neg = float("-inf")
+        table = None if lock is None else pitch_table(lock)  # (C', N_PITCH)
+        every_pitch = torch.ones(128, dtype=torch.bool)
+        start = torch.zeros(B, dtype=torch.long) if start is None else start
         for _ in range(cfg.max_events):
             inp = torch.cat([x, z[:, None]], -1) if cfg.z_every_step else x
             h, state = self.decoder(inp, state)
@@ -243,6 +253,9 @@ class StyleVAE(nn.Module):
             d = sample_token(self.head_dur(torch.cat([h, es], -1)), params, generator)
             ed = self.emb_dur(d)
             lp = self.head_pitch(torch.cat([h, es, ed], -1)).masked_fill(~allowed_pitch, neg)
+            if table is not None:  # per group: the model picks who plays the event, the lock the pitch
+                sh = table[lock.chord_of(start + t + s.clamp_max(cfg.segment_steps - 1))]
+                lp = lock_notes(lp.view(B, V.N_GROUPS, 128), sh.view(B, V.N_GROUPS, 128), every_pitch).view(B, -1)
             p = sample_token(lp, params, generator)
             done = done | (s == cfg.eos)
             if bool(done.all()):
@@ -270,6 +283,12 @@ def allowed_pitches(group_ids, drums: bool) -> torch.Tensor:
     return m.flatten()
 
 
+def pitch_table(lock: PitchLock) -> torch.Tensor:
+    """(max(1, C), N_PITCH): a key and chord lock's logit shift of every instrument-pitch class under each
+    chord (drums 0)."""
+    return torch.cat([lock.table(g) for g in range(V.N_GROUPS)], 1)
+
+
 def prior_walk(first: torch.Tensor, steps: int, rho: float, generator: torch.Generator) -> torch.Tensor:
     """first z_c (n, zc) -> (n, steps, zc): each next z_c = rho * z_prev + sqrt(1 - rho^2) * noise, a walk
     that stays in the N(0, I) prior."""
@@ -285,9 +304,11 @@ def segment_count(cfg: StyleVAEConfig, bars: int) -> int:
 
 @torch.no_grad()
 def sample_pieces(model: StyleVAE, style: int, n: int, bars: int, params: SamplingParams,
-                  allowed: torch.Tensor | None = None, z_content: torch.Tensor | None = None) -> list[np.ndarray]:
+                  allowed: torch.Tensor | None = None, z_content: torch.Tensor | None = None,
+                  lock: PitchLock | None = None) -> list[np.ndarray]:
     """n pieces of `bars` bars in one style: notes per piece.  z_content (n, k, zc) overrides the
-    prior walk (style transfer); otherwise segment k+1's z_c = rho z_k + sqrt(1 - rho^2) noise."""
+    prior walk (style transfer); otherwise segment k+1's z_c = rho z_k + sqrt(1 - rho^2) noise.  `lock`:
+    the request's key and chords (every pitch sampled keeps to them)."""
     cfg = model.cfg
     gen = torch.Generator().manual_seed(int(params.seed))
     k = segment_count(cfg, bars)
@@ -296,7 +317,8 @@ def sample_pieces(model: StyleVAE, style: int, n: int, bars: int, params: Sampli
     z_cat = F.one_hot(torch.full((n * k,), style), cfg.n_styles).float()
     z = torch.cat([z_content.reshape(n * k, -1), model.style_vector(z_cat)], -1)
     allowed = allowed if allowed is not None else torch.ones(N_PITCH, dtype=torch.bool)
-    rows = model.decode(z, params, allowed, gen)
+    start = torch.arange(k).repeat(n) * cfg.segment_steps  # row i * k + j: segment j of piece i
+    rows = model.decode(z, params, allowed, gen, lock=lock, start=start)
     # cut at the requested end: nothing rings past it (durations rounded down to a level)
     return [cut_at(segments_to_notes(rows[i * k:(i + 1) * k], cfg.segment_steps), bars * V.STEPS_PER_BAR)
             for i in range(n)]
@@ -323,7 +345,7 @@ class StyleVAEEngine(Engine):
                    "the requested length.  Upload a MIDI to restyle it (style transfer).  Instruments and "
                    "drums limit who plays; the style decides how.")
     controls = frozenset({"groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm",
-                          "style", "prompt"})
+                          "style", "prompt", "key", "chords"})
     prompt_use = "restyling"
     unit = "events"
     config_class = StyleVAEConfig
@@ -332,6 +354,11 @@ class StyleVAEEngine(Engine):
     def load(self, state: dict, config: dict) -> None:
         super().load(state, config)
         self.styles = tuple(self.cfg.styles)
+
+    def groups_written(self, req: GenerationRequest) -> tuple[str, ...]:
+        """The groups a (restricted) request's result can hold: the requested ones, drums iff asked (the
+        pitch softmax is masked to them; the style decides which of them play)."""
+        return tuple(req.groups) + (("drums",) if req.drums else ())
 
     def restyle_content(self, notes: np.ndarray, k: int, seed: int) -> torch.Tensor:
         """An upload's content codes for k segments (k, zc): its own segments' mean z_c, continued past its
@@ -353,10 +380,11 @@ class StyleVAEEngine(Engine):
         z_prompt = None
         if req.prompt is not None:  # style transfer: the upload's content, segment by segment
             z_prompt = self.restyle_content(req.prompt.notes, segment_count(self.cfg, req.bars), req.seed)[None]
+        lock = PitchLock.of(req)
         scores = []
         for i, st in enumerate(styles):
             notes = sample_pieces(self.model, self.styles.index(st), 1, req.bars,
-                                  replace(params, seed=req.seed + i), allowed, z_prompt)[0]
+                                  replace(params, seed=req.seed + i), allowed, z_prompt, lock)[0]
             scores.append(Score(notes, bpm=req.bpm, style=st, length=req.bars * V.STEPS_PER_BAR))
             if progress is not None:
                 progress((i + 1) / len(styles))
@@ -364,4 +392,4 @@ class StyleVAEEngine(Engine):
 
 
 __all__ = ["StyleVAEConfig", "PRESETS", "StyleVAE", "StyleVAEEngine", "build_model", "gumbel_softmax",
-           "allowed_pitches", "prior_walk", "sample_pieces", "encode_content"]
+           "allowed_pitches", "pitch_table", "prior_walk", "sample_pieces", "encode_content"]

@@ -15,7 +15,8 @@ default 0.75) to the means, optionally pulls towards a reference song, z' = alph
 1 = the reference latent), maps piano with MelodyNN and the others with their ConditionalNN, decodes,
 and thresholds the cell probabilities to notes with per-track thresholds stored in the checkpoint
 (tuned on validation pairs along the generation path, with the default noise, so that the note
-density matches the data's).  The thresholded window is the next step's input.  References: ~30 named
+density matches the data's), after a key and chord lock has shifted the logits (RW.lock_shifts).  The
+thresholded window is the next step's input.  References: ~30 named
 test-split songs whose windows the checkpoint stores (`VAENNEngine.references`), or an uploaded Score.
 
 Request options (GenerationRequest.extra, range-checked by the request): "noise_sd", "alpha",
@@ -146,14 +147,20 @@ class VAENN(nn.Module):
         return torch.stack([p] + [self.cond[name](z[:, k], cond_in) for k, name in enumerate(RW.HARMONY, 1)], 1)
 
     @torch.no_grad()
-    def next_probs(self, x_t: torch.Tensor, noise: torch.Tensor | None = None, s: torch.Tensor | None = None,
-                   alpha: float = 0.0) -> torch.Tensor:
-        """The generation path: windows t (B, 5, 32, 128) -> cell probabilities of windows t+1 (B, 5, 32, 128):
+    def next_logits(self, x_t: torch.Tensor, noise: torch.Tensor | None = None, s: torch.Tensor | None = None,
+                    alpha: float = 0.0) -> torch.Tensor:
+        """The generation path: windows t (B, 5, 32, 128) -> cell logits of windows t+1 (B, 5, 32, 128):
         encode, add `noise` (B, 5, L) to the means, pull towards reference latents `s` by `alpha`, predict,
         decode."""
         mu, _ = self.encode(x_t)
         z = mu if noise is None else mu + noise
-        return torch.sigmoid(self.decode(self.predict(style_mix(z, s, alpha))).float())
+        return self.decode(self.predict(style_mix(z, s, alpha))).float()
+
+    @torch.no_grad()
+    def next_probs(self, x_t: torch.Tensor, noise: torch.Tensor | None = None, s: torch.Tensor | None = None,
+                   alpha: float = 0.0) -> torch.Tensor:
+        """`next_logits` as cell probabilities."""
+        return torch.sigmoid(self.next_logits(x_t, noise, s, alpha))
 
 
 @register
@@ -200,16 +207,16 @@ class VAENNEngine(RW.WindowEngine):
         ref = self.reference_latents(extra.get("reference"))
         noise_gens = [RW.variant_generator(req.seed, b) for b in range(req.variants)]
         ref_gens = [RW.variant_generator(req.seed + 2**32, b) for b in range(req.variants)]
-        th = self.model.thresholds.float()[None, :, None, None]
+        th = self.model.thresholds
 
-        def step(cur: torch.Tensor) -> torch.Tensor:
+        def step(cur: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
             L = self.cfg.latent
             noise = noise_sd * torch.stack([torch.randn((RW.N_TRACKS, L), generator=g) for g in noise_gens]) \
                 if noise_sd else None
             s = None
             if ref is not None and alpha > 0:
                 s = ref[torch.cat([torch.randint(len(ref), (1,), generator=g) for g in ref_gens])]  # (B, 5, L)
-            return self.model.next_probs(cur, noise, s, alpha) > th
+            return RW.threshold(self.model.next_logits(cur, noise, s, alpha), th, shift)
 
         return step, {"noise_sd": noise_sd, "alpha": alpha if ref is not None else 0.0}
 
