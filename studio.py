@@ -49,7 +49,7 @@ from model.request import (
     whole_number,
 )
 from model.request import prompt_bars as bars_of_prompt
-from render.audio import RenderError, render_mp3
+from render.audio import RenderError, Stem, render_preview
 from render.pianoroll import draw_pianoroll
 from tokenizer import MidiError, Score, load_midi, write_midi
 from tokenizer import vocab as V
@@ -412,6 +412,7 @@ class Variant:
     result_index: int = 0  # which of its request's variants it is (0-based)
     adherence: dict = field(default_factory=dict)  # model.adherence figures for its request
     missing: str | None = None  # a requested part this variant does not play, and why, in words
+    stems: list[Stem] = field(default_factory=list)  # per track: audio (FLAC, the mix's gain) and MIDI
 
     @property
     def bars(self) -> int:
@@ -419,7 +420,8 @@ class Variant:
         return -(-max(s.length or 0, s.end_step) // s.bar_steps)
 
     def files(self) -> list[Path]:
-        return [p for p in (self.midi, self.png, self.mp3) if p is not None]
+        return [p for p in (self.midi, self.png, self.mp3) if p is not None] + [
+            p for st in self.stems for p in (st.audio, st.midi)]
 
 
 @dataclass
@@ -502,7 +504,8 @@ def adherence_text(fig: dict) -> str:
 
 def missing_parts(engine: Any, request: GenerationRequest, score: Score) -> str | None:
     """A plain sentence when the variant lacks a part the request asked for (None when it has them all):
-    whether the engine cannot play it at all (`Engine.plays`) or the model left it out this time."""
+    whether the engine does not write it for such a request (`Engine.groups_written`) or the model left it
+    out this time."""
     wanted = list(request.groups) + (["drums"] if request.drums else [])
     if request.edit in ("add_part", "regenerate_part"):
         wanted = [request.part]
@@ -510,12 +513,13 @@ def missing_parts(engine: Any, request: GenerationRequest, score: Score) -> str 
     lacking = [g for g in wanted if g not in have]
     if not lacking:
         return None
-    plays = getattr(engine, "plays", None)
-    cannot = [g for g in lacking if plays is not None and g not in plays]
+    written = set(engine.groups_written(request))
+    cannot = [g for g in lacking if g not in written]
     said = []
     if cannot:
-        said.append(f"engine {engine.name} cannot play {', '.join(cannot)} (it plays only "
-                    f"{', '.join(g for g in V.GROUPS if g in plays)}), so they were left out")
+        said.append(f"engine {engine.name} does not play {', '.join(cannot)} (for this request it writes only "
+                    f"{', '.join(g for g in V.GROUPS if g in written) or 'nothing'}), so "
+                    f"{'it was' if len(cannot) == 1 else 'they were'} left out")
     silent = [g for g in lacking if g not in cannot]
     if silent:
         said.append(f"no {', '.join(silent)} notes in this variant (the model left {'it' if len(silent) == 1 else 'them'}"
@@ -671,12 +675,12 @@ def _render_variant(i: int, score: Score, request: GenerationRequest, out: Path,
     png = draw_pianoroll(score, out / f"{stem}.png",
                          title=f"variant {i} · {bars} bars · {score.bpm:g} BPM · {len(score.notes)} notes")
     try:
-        r = render_mp3(score, out / f"{stem}.mp3")
+        r, stems = render_preview(score, out, stem, stems=True)
     except RenderError as e:
         if str(e) not in warnings:
             warnings.append(str(e))
         return Variant(i, score, midi_path, png, None, str(e))
-    return Variant(i, score, midi_path, png, r.path, None, r.seconds)
+    return Variant(i, score, midi_path, png, r.path, None, r.seconds, stems=stems)
 
 
 # ---- Spaces on GPUs: with the `spaces` package (a ZeroGPU Space) generation runs under spaces.GPU ----------
@@ -741,7 +745,8 @@ def session_json(variants: list[Variant], folder: str = "prompts") -> tuple[dict
 
 
 def write_zip(variants: list[Variant], out: Path, seed: int) -> Path:
-    """The zip of a page state: per variant its MIDI, MP3 and piano roll, and session.json (with the
+    """The zip of a page state: per variant its MIDI, MP3, piano roll and stems (per track a MIDI and a FLAC
+    with the mix's gain), and session.json (with the
     prompts it needs) from which `python -m model.generate --session session.json` makes the same MIDI."""
     zip_path = out / f"midi-bangers-{seed}.zip"
     session, extra = session_json(variants)
@@ -752,6 +757,9 @@ def write_zip(variants: list[Variant], out: Path, seed: int) -> Path:
             z.write(v.png, f"{base}.png")
             if v.mp3 is not None:
                 z.write(v.mp3, f"{base}.mp3")
+            for st in v.stems:  # one MIDI and one audio file per track; the audio sums to the mix
+                z.write(st.midi, f"variant-{v.index}/stems/{st.group}.mid")
+                z.write(st.audio, f"variant-{v.index}/stems/{st.group}{st.audio.suffix}")
         for name, path in extra.items():
             z.write(path, name)
         z.writestr("session.json", json.dumps(session, indent=2))

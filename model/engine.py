@@ -85,6 +85,13 @@ class Engine:
         """(units per second of the last generation, the unit), e.g. (412.0, "tokens")."""
         return float(self.last_stats.get(f"{self.unit}_per_s", 0.0)), self.unit
 
+    def groups_written(self, req: GenerationRequest) -> tuple[str, ...]:
+        """The groups (vocab.GROUPS names) this engine writes for `req`: the requested ones (and drums when
+        asked), less those it cannot play.  Engines that write fewer (one melody part, one group per track)
+        say so by overriding it."""
+        wanted = (*req.groups, *(("drums",) if req.drums and self.supports("drums") else ()))
+        return tuple(g for g in wanted if self.plays is None or g in self.plays)
+
     def supports(self, control: str) -> bool:
         return control in self.controls
 
