@@ -9,6 +9,12 @@ Generation requests: for piece i (seeds 0..N-1), the groups and drums of a real 
 random (fixed seed), 8 bars, that piece's style where the engine takes a style, everything else at the
 request defaults.  Real reference: the first 8 bars of real test pieces; ceiling: the same features of
 real train pieces compared with the test pieces in the same way.
+
+Adherence (`model.adherence`, the figures the CLI prints per result): over those requests, for every engine,
+the share of (bar, requested part) pairs in which the part is heard and the share of silent bars; and for
+engines that take a key and / or chords (read from `Engine.controls` at run time), a second set of
+--adherence-pieces requests, the first ones again with a key and a progression from KEY_CHORDS (cycling):
+the share of pitched notes in the key, of strong-beat notes on chord tones, of bass notes on chord tones.
 """
 
 from __future__ import annotations
@@ -161,6 +167,70 @@ def adherence(requests, scores: list[Score], classifier: S.StyleClassifier | Non
             "style_n": style_n}
 
 
+# a key and a chord progression (one chord a bar) per key-and-chords request, cycling
+KEY_CHORDS = (("C major", "C G Am F"), ("A minor", "Am F C G"), ("D minor", "Dm Bb F C"), ("G major", "G Em C D"),
+              ("E minor", "Em C G D"), ("F major", "F Bb C F"))
+CONTROL_FIGURES = ("in_key", "chord_tones_on_strong_beats", "bass_on_chord_tones", "requested_parts_heard")
+
+
+def control_adherence(requests, scores: list[Score], engine=None) -> dict:
+    """Means over results of `model.adherence` figures (None where no result has one): in key, chord tones on
+    strong beats, bass on chord tones, requested parts heard per bar; `silent_bars`: the share of the
+    generated bars without a note.  With `engine`, each request is judged as the engine serves it
+    (`Engine.restrict`: drums off for an engine without drums)."""
+    from model.adherence import adherence as figures
+
+    acc: dict[str, list] = {k: [] for k in CONTROL_FIGURES}
+    silent = bars = 0
+    for req, s in zip(requests, scores):
+        if engine is not None:
+            try:
+                req = engine.restrict(req)
+            except ValueError:
+                pass
+        f = figures(req.validate(), s)
+        for k in CONTROL_FIGURES:
+            if f.get(k) is not None:
+                acc[k].append(f[k])
+        silent += f["silent_bars"]
+        bars += len(f["parts_per_bar"])
+    out = {k: float(np.mean(v)) if v else None for k, v in acc.items()}
+    out["silent_bars"] = silent / bars if bars else None
+    out["n"] = len(scores)
+    return out
+
+
+def key_chord_requests(engine, requests, n: int) -> tuple[list, str]:
+    """The first n of `requests` with a key and chords from KEY_CHORDS, as far as the engine takes them
+    ([] where it takes neither), and what they ask ("key + chords", "key", "chords" or "")."""
+    from dataclasses import replace
+
+    key, chords = engine.supports("key"), engine.supports("chords")
+    if not (key or chords) or n <= 0:
+        return [], ""
+    out = []
+    for i, req in enumerate(requests[:n]):
+        k, c = KEY_CHORDS[i % len(KEY_CHORDS)]
+        out.append(replace(req, key=k if key else None, chords=c if chords else None))
+    return out, " + ".join(x for x, on in (("key", key), ("chords", chords)) if on)
+
+
+def real_parts_heard(excerpts: list[Score]) -> dict:
+    """The same bar figures of real excerpts, each against its own parts (the yardstick)."""
+    from tokenizer import harmony as H
+
+    heard, silent, bars = [], 0, 0
+    for s in excerpts:
+        n_bars = BARS if s.length is None else -(-s.length // s.bar_steps)
+        per_bar = H.parts_per_bar(s.notes, s.bar_steps, n_bars)
+        wanted = [V.GROUPS[g] for g in s.groups]
+        heard += [w in parts for parts in per_bar for w in wanted]
+        silent += sum(not parts for parts in per_bar)
+        bars += len(per_bar)
+    return {"requested_parts_heard": float(np.mean(heard)) if heard else None,
+            "silent_bars": silent / bars if bars else None, "n": len(excerpts)}
+
+
 def held_out_metrics(name: str, engine, data, max_items: int | None, batch: int) -> dict:
     """The engine family's held-out figures on the test split (training.tasks, the same figures as
     `python -m training.evaluate`): loss, accuracy, ... for every engine."""
@@ -186,7 +256,8 @@ def parse_engines(spec: str) -> list[tuple[str, str | None]]:
 
 
 def run_engine(name: str, test_rows, n: int, seed: int, classifier, data, max_windows, batch,
-               with_model_metrics: bool = True, checkpoint: str | None = None, **overrides) -> dict:
+               with_model_metrics: bool = True, checkpoint: str | None = None, adherence_pieces: int = 0,
+               **overrides) -> dict:
     from model.engine import get_engine
 
     t = time.perf_counter()
@@ -201,11 +272,18 @@ def run_engine(name: str, test_rows, n: int, seed: int, classifier, data, max_wi
         units += int(engine.last_stats.get(engine.unit, 0))
         scores.append(out[0])
         log.info("%s: %d/%d generated", name, i + 1, n)
+    kreqs, asked = key_chord_requests(engine, reqs, adherence_pieces)
+    kscores = []
+    for i, req in enumerate(kreqs):
+        kscores.append(engine.generate(req)[0])
+        log.info("%s: %d/%d generated with %s", name, i + 1, len(kreqs), asked)
     label = name if checkpoint is None else f"{name} ({checkpoint})"
     res = {"name": label, "engine": name, "checkpoint": engine.source, "requests": reqs, "scores": scores,
            "load_seconds": load_s, "seconds_per_variant": gen_s / max(1, len(scores)),
            "units_per_second": units / gen_s if units and gen_s > 0 else None, "unit": engine.unit,
-           "adherence": adherence(reqs, scores, classifier), "description": engine.description}
+           "adherence": adherence(reqs, scores, classifier), "description": engine.description,
+           "bar_adherence": control_adherence(reqs, scores, engine),
+           "key_chord_adherence": control_adherence(kreqs, kscores, engine) | {"asked": asked} if kreqs else None}
     res["held_out"] = held_out_metrics(name, engine, data, max_windows, batch) if with_model_metrics else None
     return res
 
@@ -346,6 +424,34 @@ def render_markdown(r: dict) -> str:
           "(real row: the classifier's accuracy on the same real test excerpts). All parts heard: every "
           "requested group, and drums if asked, plays in both halves of the piece. Feature columns are means.", ""]
 
+    L += ["## Adherence (`model.adherence`, as the CLI prints it per result)", "",
+          "Parts heard per bar: the share of (bar, requested part) pairs in which the part starts a note (drums "
+          "count where asked; real row: each excerpt's own parts). Silent bars: share of bars without a note. "
+          "With key / chords: the first "
+          f"{r.get('adherence_pieces', 0)} requests again with a key and a progression ("
+          + ", ".join(f"{k}: {c}" for k, c in KEY_CHORDS) + ", cycling) for the engines that take them; "
+          "in key: share of pitched notes in the key's scale; chord tones: share of pitched notes on strong beats "
+          "(beat 1, and the middle beat of even metres) that are tones of the bar's chord; bass: share of bass "
+          "notes on chord tones.", ""]
+    ahead = ["set", "parts heard per bar", "silent bars", "key / chords asked", "n", "in key",
+             "chord tones on strong beats", "bass on chord tones", "parts heard per bar (key / chords)",
+             "silent bars (key / chords)"]
+    L.append("| " + " | ".join(ahead) + " |")
+    L.append("|" + "---|" * len(ahead))
+    rb = r["real"].get("bars") or {}
+    L.append(f"| real test (reference) | {_pct(rb.get('requested_parts_heard'))} | {_pct(rb.get('silent_bars'))} | "
+             + " | ".join(["—"] * (len(ahead) - 3)) + " |")
+    for e in r["engines"]:
+        b, k = e.get("bar_adherence") or {}, e.get("key_chord_adherence")
+        cells = [e["name"], _pct(b.get("requested_parts_heard")), _pct(b.get("silent_bars"))]
+        if k:
+            cells += [k["asked"], str(k["n"]), _pct(k["in_key"]), _pct(k["chord_tones_on_strong_beats"]),
+                      _pct(k["bass_on_chord_tones"]), _pct(k["requested_parts_heard"]), _pct(k["silent_bars"])]
+        else:
+            cells += ["not taken"] + ["—"] * (len(ahead) - 4)
+        L.append("| " + " | ".join(cells) + " |")
+    L.append("")
+
     L += ["## Per feature: OA / KL against the real test excerpts", ""]
     names = ["real train"] + [e["name"] for e in r["engines"]]
     cmps = [r["train"]["compare"]] + [e["compare"] for e in r["engines"]]
@@ -464,7 +570,8 @@ def build_report(args) -> dict:
                 unavailable[name] = str(err)
                 continue
         e = run_engine(name, [r for r, _ in real], args.pieces, args.seed, clf, args.data, args.model_windows,
-                       args.batch, with_model_metrics=not args.no_model_metrics, checkpoint=checkpoint)
+                       args.batch, with_model_metrics=not args.no_model_metrics, checkpoint=checkpoint,
+                       adherence_pieces=min(args.pieces, args.adherence_pieces))
         t = feature_table(e["scores"])
         e.update({"table": t, "summary": summary(t), "compare": compare_tables(real_t, t),
                   "groups": group_summary(e["scores"])})
@@ -487,7 +594,9 @@ def build_report(args) -> dict:
     report = {
         "generated_at": time.strftime("%Y-%m-%d %H:%M"), "machine": machine, "data": str(args.data),
         "pieces": args.pieces, "n_real": len(real), "n_train": len(train),
-        "real": {"summary": summary(real_t), "groups": group_summary([s for _, s in real])},
+        "real": {"summary": summary(real_t), "groups": group_summary([s for _, s in real]),
+                 "bars": real_parts_heard([s for _, s in real])},
+        "adherence_pieces": min(args.pieces, args.adherence_pieces),
         "train": {"summary": summary(train_t), "compare": compare_tables(real_t, train_t)},
         "engines": [{k: v for k, v in e.items() if k not in ("table",)} for e in engines],
         "unavailable": unavailable,
@@ -526,6 +635,8 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--no-model-metrics", action="store_true")
     ap.add_argument("--save-midi", type=int, default=4, help="MIDI files of the first K pieces per engine")
+    ap.add_argument("--adherence-pieces", type=int, default=20,
+                    help="requests (the first ones again) with a key and chords, for engines that take them (0: none)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("-v", "--verbose", action="store_true")
     args = ap.parse_args(argv)

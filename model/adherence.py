@@ -3,7 +3,16 @@ evaluation report can tabulate (pure functions over notes, built on tokenizer.ha
 
     figures = adherence(request, score)
     # {"new_notes": 212, "in_key": 1.0, "chord_tones_on_strong_beats": 0.81, "bass_on_chord_tones": 1.0,
-    #  "parts_per_bar": [["bass", "piano"], ...], "prompt_notes_kept": 1.0, "part_heard_in_bars": 1.0}
+    #  "parts_per_bar": [["bass", "piano"], ...], "requested_parts_heard": 0.96, "silent_bars": 0,
+    #  "prompt_notes_kept": 1.0, "part_heard_in_bars": 1.0, "part_notes_per_bar": 3.1,
+    #  "part_density_target": 2.9, "part_in_song_scale": 0.97, "part_on_song_grid": 1.0}
+
+`requested_parts_heard`: the share of (bar, requested part) pairs of the generated span in which the part
+starts a new note (drums count where asked); `silent_bars`: bars of the span without a new note.  For an
+added or regenerated part, `tokenizer.harmony.part_fit` against the rest of the song: its notes per 4/4 bar
+where it plays (beside `part_density_target`, what the sampler pulls it towards: for an added part the corpus
+median of its group, `PART_DENSITY`, for a regenerated one its original's), the share of its pitched notes in
+the song's scale and of its onsets on the song's grid.
 """
 
 from __future__ import annotations
@@ -52,12 +61,22 @@ def adherence(request, score: Score) -> dict:
                                                         strong_only=False)
     first, last = plan.min_time // bar, -(-plan.new_end // bar)
     out["parts_per_bar"] = H.parts_per_bar(score.notes, bar, last, first)
+    heard_new = H.parts_per_bar(new, bar, last, first)
+    wanted = [V.GROUPS[g] for g in plan.allowed]
+    out["requested_parts_heard"] = float(np.mean([w in parts for parts in heard_new for w in wanted])) \
+        if heard_new and wanted else None
+    out["silent_bars"] = sum(not parts for parts in heard_new)
     if request.prompt is not None:
         kept = np.concatenate([plan.context, plan.kept, plan.tail])
         out["prompt_notes_kept"] = H.kept_share(kept, score.notes)
     if request.edit in ("add_part", "regenerate_part"):
         g = V.GROUPS.index(request.part)
-        heard = [V.GROUPS[g] in parts for parts in H.parts_per_bar(new, bar, last, first)]
+        heard = [V.GROUPS[g] in parts for parts in heard_new]
         out["part_heard_in_bars"] = float(np.mean(heard)) if heard else None
+        fit = H.part_fit(new, score.notes[score.notes["group"] != g], bar, last, first)
+        out["part_notes_per_bar"] = fit["notes_per_bar"]
+        out["part_density_target"] = plan.density * V.STEPS_PER_BAR / bar  # per 4/4 bar, as notes_per_bar
+        out["part_in_song_scale"] = fit["in_song_scale"]
+        out["part_on_song_grid"] = fit["on_song_grid"]
     return out
 

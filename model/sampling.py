@@ -8,6 +8,8 @@ Controls hold by construction:
 - a shift that would reach the requested end ends the variant, so the bars are exact (notes that
   would ring past the end are cut at the bar line; the piece lasts exactly N bars);
 - END is never sampled (the length control decides), rest triples only after a maximal shift;
+- no bar of a generated span is silent: a shift lands at most in the bar after the last one with a new note
+  (so an added or regenerated part, whose notes are the new ones, is heard in every bar);
 - pitch: every pitched group keeps to its measured register (tokenizer.harmony.REGISTERS) and to the
   key's scale (without a key, to the chords' notes); with chords the bass plays only tones of its bar's
   chord and the other pitched groups get `chord_bias` added to their chord tones' logits; drums are exempt;
@@ -17,6 +19,14 @@ kept notes inside it are forced in at their places and new notes may only go whe
 the next kept note; at its onset only if they sort before it), and the notes after it follow unchanged.
 Continue = context only; add a part = every prompt note kept, the new part free (and heard in every bar);
 regenerate a part = the same without that part; infill = left context, the bars generated, the rest kept.
+An added or regenerated part is pulled towards a density (`Plan.density`: the corpus median of its group,
+tokenizer.harmony.PART_DENSITY, or the original part's; see DENSITY_RATE), onto the song's rhythmic grid, and
+without a key or chords towards the pitch classes the song plays (SONG_PC_PULL): a causal model gives little
+probability to a part it has not heard, so without the pull it played about the one note a bar it is forced to.
+Every training prefix of the shipped corpus ends with a style token: for a request without a style, a model
+that expects one (more probability on style tokens than on shifts after the prefix) picks it per variant, sampled
+from its own distribution over style tokens, rather than decode after a prefix it never saw (its first shift
+was then noise: a silent first bar or more in 12 of 20 results, docs/runs/silent-bars.log).
 All variants run in one batch; a seeded torch.Generator makes a request reproducible.
 Beyond the context window the decoder slides: the prefix plus the most recent half window is
 re-encoded, aligned to whole notes.
@@ -86,6 +96,7 @@ def _range_mask(lo: int, hi: int) -> torch.Tensor:
 
 
 SHIFT_MASK = _range_mask(V.SHIFT_OFFSET, V.SHIFT_OFFSET + V.N_SHIFT)
+STYLE_MASK = _range_mask(V.STYLE_OFFSET, V.SHIFT_OFFSET)
 DURVEL_MASK = _range_mask(V.DURVEL_OFFSET, V.DURVEL_REST)
 
 
@@ -119,11 +130,20 @@ class Plan:
     bar_steps: int
     time_signature: tuple[int, int]
     bpm: float
+    # notes a bar the new part is pulled towards: an added part to the corpus median of its group
+    # (tokenizer.harmony.PART_DENSITY), a regenerated one to its original's (0: no pull)
+    density: float = 0.0
 
 
 def _split(notes: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     on = notes["onset"]
     return notes[on < lo], notes[(on >= lo) & (on < hi)], notes[on >= hi]
+
+
+def part_density(notes: np.ndarray, bar_steps: int) -> float:
+    """Notes a bar of a part in the bars where it starts a note (0 without notes)."""
+    heard = len(np.unique(notes["onset"].astype(np.int64) // bar_steps))
+    return len(notes) / heard if heard else 0.0
 
 
 def plan_request(req) -> Plan:
@@ -145,8 +165,10 @@ def plan_request(req) -> Plan:
         g = V.GROUPS.index(req.part)
         kept = notes[notes["group"] != g]
         groups = sorted(set(prompt.groups) | {g})
+        density = part_density(notes[notes["group"] == g], bar) if edit == "regenerate_part" else \
+            H.PART_DENSITY[req.part] * bar / V.STEPS_PER_BAR  # the corpus median, in this metre's bars
         return Plan(kept[:0], kept, kept[:0], [g], groups, V.DRUM_GROUP in groups, set(), 0, length, length,
-                    min(bar, length // 2), True, **common)
+                    min(bar, length // 2), True, density=density, **common)
     if edit == "infill":
         first, last = req.infill_bars
         lo, hi = (first - 1) * bar, last * bar
@@ -160,12 +182,19 @@ def plan_request(req) -> Plan:
                 length, limit, limit, length + min(bar, req.bars * bar // 2), False, **common)
 
 
+# an added or regenerated part without a key or chords: its notes of pitch classes the song (the kept
+# pitched notes) plays less than SONG_PC_SHARE of the time lose SONG_PC_PULL nats
+SONG_PC_SHARE = 0.03
+SONG_PC_PULL = 2.5
+
+
 def pitch_controls(req, plan: Plan) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(note mask (V,), per-chord bar masks (C, V), per-chord biases (C, V)) for new notes.
 
     Every pitched group keeps to its measured register and to the key's scale (or, without a key, to the
     union of the chords' notes); drums are exempt.  With chords the bass plays only tones of its bar's
-    chord (hard), the other pitched groups get `chord_bias` added to their chord tones' logits."""
+    chord (hard), the other pitched groups get `chord_bias` added to their chord tones' logits.  A part added
+    to or regenerated in a song without a key or chords is pulled to the song's pitch classes (SONG_PC_PULL)."""
     key, chords = req.parsed_key, req.parsed_chords
     pcs = key.pitch_classes if key else frozenset(range(12))
     if key is None and chords:
@@ -186,12 +215,32 @@ def pitch_controls(req, plan: Plan) -> tuple[torch.Tensor, torch.Tensor, torch.T
                 bar_masks[c, lo:lo + 128] = tones
             else:
                 bias[c, lo:lo + 128] = tones * float(req.chord_bias)
+    song = plan.kept[plan.kept["group"] != V.DRUM_GROUP]
+    if plan.every_bar and key is None and not chords and len(song):  # a part for a song: keep to its notes
+        share = np.bincount(song["pitch"].astype(np.int64) % 12, minlength=12) / len(song)
+        off = H.pitch_mask(np.flatnonzero(share < SONG_PC_SHARE))
+        for g in plan.allowed:
+            if g != V.DRUM_GROUP:
+                lo = V.GROUPPITCH_OFFSET + g * 128
+                bias[:, lo:lo + 128] -= off * SONG_PC_PULL
     return torch.from_numpy(note), torch.from_numpy(bar_masks), torch.from_numpy(bias)
 
 
 # ---- the grammar ----------------------------------------------------------------------------
 _NEVER = 2**40  # the onset of "no kept note left"
 SKIP_LOGIT = -2.3  # log 0.1: a skip (the model's mass on kept parts' notes where none is kept) weighs a tenth
+# the density pull on an added or regenerated part (Plan.density notes a bar).  `behind`: the notes the part
+# lacks of its share of the target so far in the bar, plus DENSITY_LEAD (so a bar's first note is not late).
+# At each decision point (slot 0: the shifts that land before the next kept note, where a new note goes;
+# slot 2: the new part's notes), when it is behind, the new notes on the song's grid get at least
+# DENSITY_RATE * behind of the probability (at most DENSITY_FLOOR_MAX; the model often gives a part it has
+# not heard in the song 1e-5, which no fixed bias lifts); when it is ahead, they lose DENSITY_PUSH nats per
+# note ahead (at most DENSITY_MAX_PUSH)
+DENSITY_LEAD = 1.0
+DENSITY_RATE = 0.5
+DENSITY_FLOOR_MAX = 0.9
+DENSITY_PUSH = 1.5
+DENSITY_MAX_PUSH = 6.0
 
 
 class Grammar:
@@ -259,6 +308,11 @@ class Grammar:
         skip_groups = sorted({int(g) for g in plan.kept["group"]} - set(self.allowed))
         self.skip_mask = group_mask(skip_groups).to(dev) if skip_groups else None
         self.skipped = torch.zeros(batch, dtype=torch.bool, device=dev)  # the last triple was a skip
+        self.density = float(plan.density)
+        # the song's grid: positions in the bar where kept notes start in at least two bars (every position
+        # without kept notes); the density pull draws new notes only onto it
+        grid = H.song_grid(plan.kept, plan.bar_steps) if len(plan.kept) else np.ones(plan.bar_steps, bool)
+        self.grid = torch.from_numpy(grid).to(dev)
 
     @property
     def slot(self) -> int:
@@ -270,6 +324,14 @@ class Grammar:
 
     def _next_kept(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.k_onset[self.kidx], self.k_key[self.kidx], self.k_durvel[self.kidx]
+
+    def density_behind(self) -> torch.Tensor:
+        """(B,) how many notes the new part lacks of its density target so far in this bar (plus DENSITY_LEAD;
+        negative: ahead); zeros without a target."""
+        if self.density <= 0:
+            return torch.zeros(self.time.shape, device=self.device)
+        into_bar = (self.time % self.bar_steps).float() / self.bar_steps
+        return self.density * into_bar + DENSITY_LEAD - self.bar_new.float()
 
     def new_keys(self) -> torch.Tensor:
         """(B, V) bool: the GROUPPITCH tokens a new note may take at the current time."""
@@ -308,7 +370,35 @@ class Grammar:
             logits[:, V.GROUPPITCH_REST] = torch.where(self.rest, logits[:, V.GROUPPITCH_REST], other)
         if self.slot == 2 and self.bias is not None:
             logits = logits + self.bias[(self.time // self.bar_steps) % self.bias.shape[0]]
+        if self.density > 0 and self.slot != 1:
+            logits = self._pull_density(logits, mask)
         return logits.masked_fill(~mask, float("-inf"))
+
+    def _pull_density(self, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The density pull (see DENSITY_RATE) on the choices that place a new note: at slot 0 the shifts that
+        land before the next kept note, at slot 2 the new part's notes (after the kept notes took their mass,
+        so it is not inflated).  A pull raises only those on the song's grid (`self.grid`), to a floor on
+        their share of the allowed mass; a push lowers all of them."""
+        behind = self.density_behind()
+        if self.slot == 0:
+            land = self.time[:, None] + self.shift_range[None]
+            place = torch.zeros_like(mask)
+            place[:, V.SHIFT_OFFSET:V.SHIFT_OFFSET + V.N_SHIFT] = land < self._next_kept()[0][:, None]
+            grid = torch.zeros_like(mask)
+            grid[:, V.SHIFT_OFFSET:V.SHIFT_OFFSET + V.N_SHIFT] = self.grid[land % self.bar_steps]
+        else:
+            place = self.note_mask[None].expand_as(mask)
+            grid = self.grid[self.time % self.bar_steps][:, None].expand_as(mask)
+        place = place & mask
+        new, other = place & grid, mask & ~(place & grid)
+        masked = logits.masked_fill(~mask, float("-inf"))
+        odds = torch.logsumexp(masked.masked_fill(~new, float("-inf")), 1) \
+            - torch.logsumexp(masked.masked_fill(~other, float("-inf")), 1)
+        floor = (DENSITY_RATE * behind).clamp(0.0, DENSITY_FLOOR_MAX)
+        up = (torch.log(floor) - torch.log1p(-floor) - odds).clamp(min=0.0)
+        up = torch.where((floor > 0) & torch.isfinite(odds), up, torch.zeros_like(up))
+        down = (DENSITY_PUSH * behind).clamp(-DENSITY_MAX_PUSH, 0.0)
+        return logits + up[:, None] * new + down[:, None] * place
 
     def _onto_kept(self, logits: torch.Tensor) -> torch.Tensor:
         """Slot 0 with a kept note within reach: the model's mass on shifts at or past it ("nothing new before
@@ -365,6 +455,11 @@ class Grammar:
             want = (self.bar_heard != bar) & (self.time >= self.min_time) & budget
             kept_ok = ok & stay
             ok = torch.where((want & kept_ok.any(1))[:, None], kept_ok, ok)
+        # no silent bar: land at most in the bar after the last one with a new note (the span's first bar is
+        # always in reach; the end counts as the bar after the span)
+        reach = torch.where(self.bar_heard == bar, bar + 1, bar).clamp(min=self.min_time // self.bar_steps)
+        near = ok & (t.clamp(max=self.new_end) // self.bar_steps <= reach[:, None])
+        ok = torch.where(near.any(1, keepdim=True), near, ok)
         ok = torch.where(ok.any(1, keepdim=True), ok, s == must)  # never nothing
         m = torch.zeros(B, V.VOCAB_SIZE, dtype=torch.bool, device=self.device)
         m[:, V.SHIFT_OFFSET:V.SHIFT_OFFSET + V.N_SHIFT] = ok
@@ -459,22 +554,30 @@ def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[floa
         max_body += 3 * (plan.new_end - plan.min_time)  # skips (each moves time on)
 
     ctx = decoder.cfg.max_seq_len
-    keep = max(3, (ctx - len(prefix)) // 2 // 3 * 3)  # body tokens kept when sliding (whole notes)
-    prefix_t = torch.tensor(prefix, dtype=torch.long, device=device)
+    prefix_t = torch.tensor(prefix, dtype=torch.long, device=device).expand(B, -1)
+    sampled = 0
+    if req.style is None:  # a model trained on prefixes that end with a style expects one: it picks it
+        decoder.reset(B)
+        first = decoder(prefix_t).float()
+        probs = torch.softmax(first[0], -1)
+        if probs[STYLE_MASK.to(device)].sum() > probs[SHIFT_MASK.to(device)].sum():
+            style = sample_token(first.masked_fill(~STYLE_MASK.to(device), float("-inf")), params, gen)
+            prefix_t = torch.cat([prefix_t, style[:, None]], 1)
+            sampled += B
+    keep = max(3, (ctx - prefix_t.shape[1]) // 2 // 3 * 3)  # body tokens kept when sliding (whole notes)
     body = torch.tensor(body0, dtype=torch.long, device=device).expand(B, -1).clone()  # (B, n)
     buf = torch.zeros(B, max_body + 3, dtype=torch.long, device=device)
     buf[:, : body.shape[1]] = body
     n = body.shape[1]
 
     def prefill(n_body: int) -> torch.Tensor:
-        kept = n_body if len(prefix) + n_body <= ctx - 1 else min(n_body, keep)
+        kept = n_body if prefix_t.shape[1] + n_body <= ctx - 1 else min(n_body, keep)
         kept -= (3 - (n_body - kept) % 3) % 3  # the window's body starts at a note boundary
-        window = torch.cat([prefix_t.expand(B, -1), buf[:, n_body - kept:n_body]], 1)
+        window = torch.cat([prefix_t, buf[:, n_body - kept:n_body]], 1)
         decoder.reset(B)
         return decoder(window)
 
     logits = prefill(n)
-    sampled = 0
     span = max(plan.new_end - plan.min_time, 1)
     while not bool(grammar.done.all()) and n < max_body:
         tok = sample_token(grammar.constrain(logits.float()), params, gen)

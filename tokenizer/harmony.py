@@ -10,10 +10,12 @@ major-pentatonic, minor-pentatonic, blues.  Chord symbols: a root (C, F#, Bb), a
 m, 7, maj7, m7, dim, aug, sus2, sus4) and an optional slash bass ("C/E"); the bass note counts as a
 chord tone.  Parse errors are ValueErrors that say what is allowed.
 
-`REGISTERS` is each group's pitch range (1st to 99th percentile of its notes) measured on real files by
-`python -m tokenizer.harmony registers FILES_OR_FOLDERS` (the command and its source are recorded
-beside the table).  The figures (`in_key_share`, `chord_tone_share`, `parts_per_bar`, `kept_share`)
-are pure functions of notes, shared by the CLI and the evaluation report.
+`REGISTERS` (each group's pitch range: 1st to 99th percentile of its notes) and `PART_DENSITY` (each group's
+median notes per bar where it plays) are measured on the corpus's train split by
+`python -m evaluation.registers --data data/corpus --split train` (the command is recorded beside the
+tables; `python -m tokenizer.harmony registers FILES_OR_FOLDERS` measures registers of loose MIDI files).
+The figures (`in_key_share`, `chord_tone_share`, `parts_per_bar`, `kept_share`, `part_fit`) are pure
+functions of notes, shared by the CLI and the evaluation report.
 """
 
 from __future__ import annotations
@@ -138,23 +140,39 @@ def pitch_mask(pitch_classes) -> np.ndarray:
     return pcs[np.arange(128) % 12]
 
 
-# ---- registers (measured) -------------------------------------------------------------------
-# Produced by: python -m tokenizer.harmony registers /usr/share/games/openttd/baseset/openmsx tests/fixtures/midi
-# (31 + 8 files; data/corpus was not built yet).  Groups with fewer than MIN_REGISTER_NOTES notes there use
-# the range of all pitched notes.
-REGISTER_SOURCE = "openmsx (31 files) + tests/fixtures/midi (8 files), 1st-99th percentile"
+# ---- registers and part densities (measured) --------------------------------------------------
+# Produced by: python -m evaluation.registers --data data/corpus --split train
+# (all 16,370 pieces of the train split, 3 s; the printed table is in docs/runs/registers-train.log).
+# REGISTERS: each pitched group's 1st to 99th percentile of pitch, all its notes pooled.
+REGISTER_SOURCE = "data/corpus train split (16,370 pieces), 1st-99th percentile of each group's pitches"
 REGISTERS: dict[str, tuple[int, int]] = {
-    "piano": (29, 81),
-    "chromatic": (41, 81),
-    "organ": (43, 79),
-    "guitar": (31, 79),
-    "bass": (24, 81),
-    "strings": (42, 74),
-    "brass": (36, 82),
-    "reed": (36, 82),
-    "pipe": (45, 96),
-    "lead": (31, 67),
-    "pad": (48, 84),
+    "piano": (43, 81),
+    "chromatic": (52, 90),
+    "organ": (33, 83),
+    "guitar": (38, 81),
+    "bass": (28, 57),
+    "strings": (43, 83),
+    "brass": (31, 84),
+    "reed": (45, 84),
+    "pipe": (52, 93),
+    "lead": (57, 83),
+    "pad": (42, 100),
+}
+# PART_DENSITY: the median over pieces of a group's notes per 4/4 bar (32 steps) in the bars where it plays
+# (quartiles in the log); the sampler pulls an added or regenerated part towards it.
+PART_DENSITY: dict[str, float] = {
+    "piano": 8.1,
+    "chromatic": 5.9,
+    "organ": 6.3,
+    "guitar": 9.0,
+    "bass": 2.9,
+    "strings": 3.0,
+    "brass": 5.0,
+    "reed": 5.9,
+    "pipe": 5.6,
+    "lead": 6.6,
+    "pad": 11.1,
+    "drums": 9.2,
 }
 MIN_REGISTER_NOTES = 200
 PERCENTILES = (1.0, 99.0)
@@ -241,6 +259,58 @@ def kept_share(kept: np.ndarray, result: np.ndarray) -> float | None:
     have = set(map(tuple, np.stack([result[f].astype(np.int64) for f in fields], 1).tolist()))
     want = np.stack([kept[f].astype(np.int64) for f in fields], 1).tolist()
     return float(np.mean([tuple(w) in have for w in want]))
+
+
+# ---- how a part sits in a song ------------------------------------------------------------------
+def song_scale(notes: np.ndarray) -> frozenset[int] | None:
+    """The diatonic scale (one of the 12 major scales: also the natural minors and the other modes) that
+    holds the most of the pitched notes (the lowest tonic on a tie); None without pitched notes."""
+    n = _pitched(notes)
+    if not len(n):
+        return None
+    hist = np.bincount(n["pitch"].astype(np.int64) % 12, minlength=12)
+    major = np.asarray(MODES["major"])
+    cover = [hist[(t + major) % 12].sum() for t in range(12)]
+    tonic = int(np.argmax(cover))
+    return frozenset(int(x) for x in (tonic + major) % 12)
+
+
+def song_grid(notes: np.ndarray, bar_steps: int, min_bars: int = 2) -> np.ndarray:
+    """(bar_steps,) bool: the positions in the bar at which the notes start in at least `min_bars` bars
+    (in every bar where they span fewer bars)."""
+    pos = np.asarray(notes["onset"], np.int64) % bar_steps
+    bars = np.asarray(notes["onset"], np.int64) // bar_steps
+    pairs = np.unique(np.stack([pos, bars], 1), axis=0) if len(pos) else np.zeros((0, 2), np.int64)
+    count = np.bincount(pairs[:, 0], minlength=bar_steps)
+    return count >= min(min_bars, max(1, len(np.unique(bars))))
+
+
+def part_fit(part: np.ndarray, song: np.ndarray, bar_steps: int, n_bars: int, first_bar: int = 0) -> dict:
+    """How one part (its notes) sits in a song (the other parts' notes), over bars first_bar .. n_bars-1:
+    - notes_per_bar: its notes per 4/4 bar (32 steps) in the bars where it starts a note (None if silent);
+    - heard_in_bars: the share of the bars where it starts a note;
+    - in_song_scale: the share of its pitched notes in `song_scale` of the song (None for drums);
+    - on_song_grid: the share of its onsets at a position in the bar where the song starts notes in at
+      least two bars (`song_grid`) (None if silent or the song is).
+    Real parts of the corpus measured the same way are the yardstick (python -m evaluation.edits)."""
+    lo, hi = first_bar * bar_steps, n_bars * bar_steps
+
+    def span(n):
+        return n[(n["onset"] >= lo) & (n["onset"] < hi)]
+
+    part, song = span(part), span(song)
+    bars = np.asarray(part["onset"], np.int64) // bar_steps
+    heard = len(np.unique(bars))
+    out: dict = {"notes_per_bar": float(len(part)) / (heard * bar_steps / V.STEPS_PER_BAR) if heard else None,
+                 "heard_in_bars": heard / max(1, n_bars - first_bar)}
+    scale, pitched = song_scale(song), _pitched(part)
+    out["in_song_scale"] = float(pitch_mask(scale)[pitched["pitch"]].mean()) if scale and len(pitched) else None
+    if len(part) and len(song):
+        grid = song_grid(song, bar_steps)
+        out["on_song_grid"] = float(grid[np.asarray(part["onset"], np.int64) % bar_steps].mean())
+    else:
+        out["on_song_grid"] = None
+    return out
 
 
 # ---- the command that measured REGISTERS ---------------------------------------------------------

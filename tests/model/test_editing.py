@@ -228,3 +228,61 @@ def test_edits_across_long_silences_and_beyond_the_context(tiny_engine):
     req = GenerationRequest(variants=1, seed=4, prompt=sparse, edit="infill", infill_bars=(3, 12))
     (s,) = tiny_engine.generate(req)
     assert rows(s.notes[(s.notes["onset"] < 64) | (s.notes["onset"] >= 12 * 32)]) == rows(sparse.notes[[0, 1, 4]])
+
+
+def _part_density(req, scores) -> list[float]:
+    figs = [adherence(req.validate(), s) for s in scores]
+    assert all(f["part_heard_in_bars"] >= 0.9 for f in figs)
+    return [f["part_notes_per_bar"] / f["part_density_target"] for f in figs]
+
+
+def test_added_part_is_pulled_to_the_corpus_density_of_its_group(tiny_engine, monkeypatch):
+    """An added part plays about as many notes a bar as real parts of its group (the corpus median,
+    PART_DENSITY), in its register; without the density pull it is much sparser (the tiny model: about 0.95
+    of the target with it, 0.2 without; the shipped model: docs/runs/edits-density.log)."""
+    import model.sampling as S
+
+    def shares():
+        got = []
+        for seed in range(6):
+            head = prompt(MIDI_FIXTURES[seed % 3], 4)
+            part = next(g for g in ("guitar", "lead", "reed") if V.GROUPS.index(g) not in head.groups)
+            req = GenerationRequest(variants=2, seed=seed, prompt=head, edit="add_part", part=part)
+            scores = tiny_engine.generate(req)
+            for s in scores:
+                mine = s.notes[s.notes["group"] == V.GROUPS.index(part)]
+                lo, hi = H.REGISTERS[part]
+                assert lo <= mine["pitch"].min() and mine["pitch"].max() <= hi
+            got += _part_density(req, scores)
+        return np.array(got)
+
+    pulled = shares()
+    assert np.median(pulled) >= 0.7 and (pulled >= 0.5).all(), pulled
+    monkeypatch.setattr(S, "DENSITY_RATE", 0.0)
+    monkeypatch.setattr(S, "DENSITY_PUSH", 0.0)
+    free = shares()
+    assert np.median(pulled) >= 2 * np.median(free), (free, pulled)
+
+
+def test_regenerated_part_is_pulled_to_its_originals_density(tiny_engine):
+    got = []
+    for seed in range(4):
+        head = prompt(MIDI_FIXTURES[seed % 4], 4)
+        counts = {k: v for k, v in head.notes_per_group().items() if k != "drums"}
+        part = max(counts, key=counts.get)
+        req = GenerationRequest(variants=2, seed=seed, prompt=head, edit="regenerate_part", part=part)
+        got += _part_density(req, tiny_engine.generate(req))
+    assert 0.7 <= np.median(got) <= 1.4 and (np.array(got) >= 0.5).all(), got  # without the pull: 0.26
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_key_and_chords_leave_no_bar_silent(tiny_engine, seed):
+    """Free generation without a style, with a key and chords: every bar has notes (the model picks the
+    style token its training prefixes always had, so the first shift is not noise, and no shift may leave a
+    bar without a new note)."""
+    req = GenerationRequest(groups=("piano", "bass", "strings"), drums=True, bars=8, variants=4, seed=seed,
+                            key="D minor", chords="Dm Bb F C", style=None)
+    for s in tiny_engine.generate(req):
+        figures = adherence(req.validate(), s)
+        assert figures["silent_bars"] == 0, figures["parts_per_bar"]
+        assert all(figures["parts_per_bar"])

@@ -137,3 +137,46 @@ def test_build_model_shapes():
     m = build_model(PRESETS["tiny"])
     x = torch.randint(0, V.VOCAB_SIZE, (3, 17))
     assert m(x).shape == (3, 17, V.VOCAB_SIZE)
+
+
+def test_a_request_without_a_style_lets_the_model_pick_one():
+    """Every training prefix of the corpus ends with a style token: without a requested style, a model that
+    expects one after the prefix (more probability on style tokens than on shifts) is asked for it first (sampled
+    among the style tokens) and the body is decoded after it; a model that expects a shift is not."""
+    from types import SimpleNamespace
+
+    from model.sampling import STYLE_MASK, SamplingParams, sample_scores
+
+    class Fake:
+        """Flat logits, except after the bare prefix: `first` tokens get +10."""
+        cfg, device = SimpleNamespace(max_seq_len=1024), torch.device("cpu")
+
+        def __init__(self, first):
+            self.first, self.windows, self.pos = first, [], 0
+
+        def reset(self, batch):
+            self.pos = 0
+
+        def __call__(self, tokens):
+            if tokens.shape[1] > 1:
+                self.windows.append(tokens.clone())
+            out = torch.zeros(tokens.shape[0], V.VOCAB_SIZE)
+            if self.pos == 0 and len(self.windows) == 1:
+                out[:, self.first] = 10.0
+            self.pos += tokens.shape[1]
+            return out
+
+    shifts = torch.arange(V.SHIFT_OFFSET, V.SHIFT_OFFSET + V.N_SHIFT)
+    for style, first, picks in ((None, STYLE_MASK, True), (None, shifts, False), ("rock", STYLE_MASK, False)):
+        fake = Fake(first)
+        req = GenerationRequest(groups=("piano",), drums=True, bars=1, variants=3, seed=1, style=style).validate()
+        scores, _ = sample_scores(fake, req, SamplingParams(seed=1))
+        prefix = torch.tensor(T.control_prefix([0], True, style))
+        assert (fake.windows[0] == prefix).all()  # the prefix as asked
+        if picks:
+            picked = fake.windows[1][:, len(prefix)]
+            assert (fake.windows[1][:, :len(prefix)] == prefix).all()
+            assert ((V.STYLE_OFFSET <= picked) & (picked < V.SHIFT_OFFSET)).all()  # the model's pick
+        else:
+            assert all((w == prefix).all() for w in fake.windows)  # decoded right after the prefix
+        assert all(s.style == style and s.length == V.STEPS_PER_BAR for s in scores)  # the pick is not the result's

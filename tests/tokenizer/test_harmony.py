@@ -95,3 +95,44 @@ def test_figures():
     assert H.kept_share(notes, notes[:3]) == pytest.approx(0.5)
     assert H.in_key_share(notes[notes["group"] == V.DRUM_GROUP], key) is None
     assert list(H.strong_beat(np.array([0, 12, 24, 36]), 24, numerator=3)) == [True, False, True, False]
+
+
+def test_part_fit_against_the_song():
+    bar = 32
+    # the song: C major triads on beats 1 and 3 of 4 bars (a grid of steps 0 and 16)
+    song_on = np.repeat(np.arange(8) * 16, 3)
+    song = T.make_notes(onset=song_on, duration=8, velocity_level=5, group=0,
+                        pitch=np.tile([60, 64, 67], 8))
+    assert H.song_scale(song) == H.parse_key("C major").pitch_classes
+    assert list(np.flatnonzero(H.song_grid(song, bar))) == [0, 16]
+    # a bass: 2 notes in bar 1, 4 in bar 2, none in bars 3-4; one note off the grid (step 8), one off the scale
+    part = T.make_notes(onset=[0, 16, 32, 40, 48, 56], duration=4, velocity_level=5, group=4,
+                        pitch=[36, 43, 41, 42, 36, 43])
+    fit = H.part_fit(part, song, bar, 4)
+    assert fit["notes_per_bar"] == pytest.approx(3.0) and fit["heard_in_bars"] == 0.5
+    assert fit["in_song_scale"] == pytest.approx(5 / 6)
+    assert fit["on_song_grid"] == pytest.approx(4 / 6)  # steps 40 and 56 (8 and 24 in the bar) are off
+    # in a 3/4 bar of 24 steps, 3 notes a bar are 4 per 4/4 bar (32 steps)
+    assert H.part_fit(part[:3], song, 24, 2)["notes_per_bar"] == pytest.approx((3 / 2) * 32 / 24)
+    silent = H.part_fit(part[:0], song, bar, 4)
+    assert silent["notes_per_bar"] is None and silent["heard_in_bars"] == 0 and silent["on_song_grid"] is None
+    drums = H.part_fit(T.make_notes(onset=[0], duration=1, velocity_level=5, group=V.DRUM_GROUP, pitch=[36]),
+                       song, bar, 4)
+    assert drums["in_song_scale"] is None and drums["on_song_grid"] == 1.0
+
+
+def test_registers_and_densities_come_from_the_corpus_command(tiny_corpus, capsys):
+    """evaluation.registers measures per group pitch percentiles and notes per bar; the tables in
+    tokenizer.harmony hold its output for data/corpus (every pitched group has a density too)."""
+    from evaluation import registers as R
+
+    stats = R.measure(tiny_corpus, "train")
+    assert stats["pieces"] == 5
+    bass = stats["groups"]["bass"]
+    assert bass["register"][0] < bass["register"][1] and bass["density"][0] <= bass["density"][1] <= bass["density"][2]
+    assert stats["groups"]["drums"]["register"] is None and stats["groups"]["drums"]["density"]
+    assert R.main(["--data", str(tiny_corpus), "--split", "train"]) == 0
+    out = capsys.readouterr().out
+    assert "REGISTERS: dict[str, tuple[int, int]] = {" in out and "    'bass': (" in out and "PART_DENSITY" in out
+    assert set(H.PART_DENSITY) == set(V.GROUPS) and all(d > 0 for d in H.PART_DENSITY.values())
+    assert "python -m evaluation.registers --data data/corpus --split train" in open(H.__file__).read()
