@@ -19,7 +19,7 @@
 model.  Both generate over a sliding window of the last `seq_len` steps (the training length).
 Training and held-out evaluation: training/tasks/recurrent.py.
 
-Key and chords (`PitchLock`, shared with style-vae, cnn and vae-nn): every pitched note in the key's
+Key and chords (`model.sampling.PitchLock`, the rule every engine applies): every pitched note in the key's
 scale (without a key, in the chords' notes), the bass on its bar's chord tones, a chord-tone pull
 (`chord_bias`) for the other pitched parts, drums exempt.  gru and lstm shift their token logits (a chord
 token with one forbidden pitch is forbidden) and keep the model's odds of a new note against hold and rest
@@ -36,7 +36,6 @@ import torch
 import torch.nn as nn
 
 from tokenizer import Score
-from tokenizer import harmony as H
 from tokenizer import melody as M
 from tokenizer import vocab as V
 from tokenizer.pianoroll import GROUP_TO_TRACK, N_TRACKS, TRACKS, pianoroll_to_score
@@ -44,76 +43,9 @@ from tokenizer.score import cut_at
 
 from . import checkpoint as ckpt
 from .engine import Engine, GenerationRequest, register
-from .sampling import SamplingParams, apply_temperature, sample_token
+from .sampling import PitchLock, SamplingParams, apply_temperature, lock_notes, sample_token
 
-# ---- key and chord lock ----------------------------------------------------------------------------
 NEG = float("-inf")
-BASS = V.GROUPS.index("bass")
-
-
-@dataclass(frozen=True)
-class PitchLock:
-    """A request's key and chords as the engines that choose pitches themselves apply them (every engine but
-    the transformer, whose grammar applies the same rule in model/sampling.py, plus its registers): every
-    pitched group keeps to the key's scale (without a key, to the chords' notes); with chords the bass plays
-    only tones of its bar's chord, and the other pitched groups get `bias` (the request's chord_bias) added
-    to their chord tones' logits.  Drums are exempt.  One chord a bar from bar 1 of the piece, repeating.
-
-    Engines add `shift(group, onsets)` (0, -inf or +bias per pitch) to their pitch logits before sampling
-    (gru, lstm, multi-rnn, style-vae) or thresholding (cnn, vae-nn)."""
-
-    scale: np.ndarray  # (128,) bool: the pitches every pitched group may play
-    tones: np.ndarray  # (C, 128) bool: each chord's tones (C = 0 without chords)
-    bias: float
-    bar_steps: int = V.STEPS_PER_BAR
-
-    @classmethod
-    def of(cls, req: GenerationRequest, bar_steps: int = V.STEPS_PER_BAR) -> "PitchLock | None":
-        """The lock of a validated request; None when it has neither key nor chords."""
-        key, chords = req.parsed_key, req.parsed_chords
-        if key is None and not chords:
-            return None
-        pcs = key.pitch_classes if key is not None else frozenset().union(*(c.tones for c in chords))
-        tones = np.stack([H.pitch_mask(c.tones) for c in chords]) if chords else np.zeros((0, 128), bool)
-        return cls(H.pitch_mask(pcs), tones, float(req.chord_bias), bar_steps)
-
-    def table(self, group: int) -> torch.Tensor:
-        """(max(1, C), 128) float32: the logit shift of `group`'s pitches under each chord (row 0 without
-        chords): -inf off the scale (the bass with chords: off its chord's tones too), +bias on chord tones
-        (the other pitched groups), else 0; drums all 0."""
-        rows = max(1, len(self.tones))
-        out = np.zeros((rows, 128), np.float32)
-        if group == V.DRUM_GROUP:
-            return torch.from_numpy(out)
-        allowed = np.broadcast_to(self.scale, (rows, 128)).copy()
-        if len(self.tones) and group == BASS:
-            allowed &= self.tones
-        elif len(self.tones):
-            out += self.tones * np.float32(self.bias)
-        out[~allowed] = NEG
-        return torch.from_numpy(out)
-
-    def chord_of(self, onsets) -> torch.Tensor:
-        """Index into `table(group)` rows of the chord sounding at each onset (steps from the piece's start)."""
-        on = torch.as_tensor(onsets, dtype=torch.long)
-        return (on // self.bar_steps) % max(1, len(self.tones))
-
-    def shift(self, group: int, onsets) -> torch.Tensor:
-        """(*onsets.shape, 128) float32: `table(group)` at each onset's chord."""
-        return self.table(group)[self.chord_of(onsets)]
-
-
-def lock_notes(logits: torch.Tensor, shift: torch.Tensor, is_note: torch.Tensor) -> torch.Tensor:
-    """(..., V) logits with a lock's shift (..., V) on the tokens that start notes (`is_note` (V,) bool): the
-    model keeps its odds of starting a note against holding or resting, the lock picks among the allowed notes
-    (their mass is renormalized to what every note had): the lock decides pitches, not how much is played,
-    as in the transformer, whose pitch comes after the note is placed."""
-    shifted = logits + shift
-    before = torch.logsumexp(logits.masked_fill(~is_note, NEG), -1, keepdim=True)
-    after = torch.logsumexp(shifted.masked_fill(~is_note, NEG), -1, keepdim=True)
-    gain = before - after
-    gain = torch.where(torch.isfinite(gain), gain, torch.zeros_like(gain))
-    return torch.where(is_note, shifted + gain, logits)
 
 
 # ---- configs ----------------------------------------------------------------------------------
@@ -408,5 +340,5 @@ class MultiRNNEngine(Engine):
         return scores, {"count": req.variants * n_frames}
 
 
-__all__ = ["PitchLock", "lock_notes", "RNNLMConfig", "FrameRNNConfig", "PRESETS", "RNNLM", "FrameRNN", "build_model",
+__all__ = ["RNNLMConfig", "FrameRNNConfig", "PRESETS", "RNNLM", "FrameRNN", "build_model",
            "make_rnn", "TokenRNNEngine", "GRUEngine", "LSTMEngine", "MultiRNNEngine"]

@@ -43,7 +43,7 @@ from tokenizer.pianoroll import (  # noqa: F401  (the window geometry, re-export
 from tokenizer.score import cut_at
 
 from .engine import Engine, GenerationRequest
-from .recurrent import PitchLock
+from .sampling import PitchLock
 
 HARMONY = TRACKS[1:]  # the tracks that follow the piano: guitar, bass, strings, drums
 PACKED_WINDOW = (N_TRACKS, WINDOW, PITCHES // 8)  # a window as stored in a checkpoint (packed bits)
