@@ -59,10 +59,16 @@ def test_two_variants_of_four_bars(client):
             assert float(np.sqrt(np.mean(pcm ** 2))) > 1e-3, "MP3 of a variant with notes is silent"
     for slot in slots[2:]:
         assert slot == [None, None, None] or tuple(slot) == (None, None, None)
-    with zipfile.ZipFile(zip_path) as z:
-        names = sorted(z.namelist())
-        assert names == sorted([Path(s[i]).name for s in slots[:2] for i in (1, 2)])
-        mido.MidiFile(file=io.BytesIO(z.read([n for n in names if n.endswith(".mid")][0])))
+    with zipfile.ZipFile(zip_path) as z:  # per variant: mix MIDI, MP3, roll, stems; the session
+        names = set(z.namelist())
+        assert "session.json" in names
+        for k, (png, mp3, mid) in enumerate(slots[:2], 1):
+            base = f"variant-{k}/variant-{k}"
+            assert {f"{base}.mid", f"{base}.mp3", f"{base}.png"} <= names
+            assert z.read(f"{base}.mid") == Path(mid).read_bytes()
+            for group in load_midi(mid).notes_per_group():
+                assert {f"variant-{k}/stems/{group}.mid", f"variant-{k}/stems/{group}.flac"} <= names
+        mido.MidiFile(file=io.BytesIO(z.read("variant-1/variant-1.mid")))
 
 
 def test_same_seed_same_music_and_blank_seed_is_shown(client):
