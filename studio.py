@@ -64,8 +64,9 @@ OUTPUT_ENV = "MIDI_BANGERS_OUTPUT_DIR"
 MB = 1024 * 1024
 RENDER_WORKERS = max(2, os.cpu_count() or 2)  # variants rendered at once (FluidSynth and lame are subprocesses)
 # Output folders (one per request): the newest KEEP_REQUESTS, none older than OUTPUT_MAX_AGE, at most
-# OUTPUT_MAX_BYTES together.  A request of 8 variants x 64 bars at 40 BPM writes about 100 MB (MP3s twice,
-# loose and zipped); a usual one (2 x 8 bars) well under 1 MB.
+# OUTPUT_MAX_BYTES together.  The FLAC stems dominate: a usual request (2 variants x 8 bars, 3 tracks) writes
+# about 13 MB (loose and zipped; the screenshot's zip is 6.6 MB), one of 8 variants x 64 bars at 40 BPM
+# several hundred MB (the newest folder is always kept, the older ones go first).
 KEEP_REQUESTS = 24
 OUTPUT_MAX_AGE = 2 * 3600
 OUTPUT_MAX_BYTES = 512 * MB
