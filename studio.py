@@ -65,9 +65,10 @@ MB = 1024 * 1024
 RENDER_WORKERS = max(2, os.cpu_count() or 2)  # variants rendered at once (FluidSynth and lame are subprocesses)
 # Output folders (one per request): the newest KEEP_REQUESTS, none older than OUTPUT_MAX_AGE, at most
 # OUTPUT_MAX_BYTES together.  The FLAC stems dominate: a usual request (2 variants x 8 bars, 3 tracks) writes
-# about 13 MB (loose and zipped; the screenshot's zip is 6.6 MB), one of 8 variants x 64 bars at 40 BPM
-# several hundred MB (the newest folder is always kept, the older ones go first).
+# about 13 MB (loose and zipped; the screenshot's zip is 6.6 MB); STEMS_MAX_SECONDS keeps one request's stems
+# to about 2 x 140 MB (longer requests get no stems, and a warning says so).
 KEEP_REQUESTS = 24
+STEMS_MAX_SECONDS = 40 * 60  # stems of one request: at most this much audio (tracks x seconds, all variants)
 OUTPUT_MAX_AGE = 2 * 3600
 OUTPUT_MAX_BYTES = 512 * MB
 # Uploads in Gradio's cache (one folder per uploaded file, each at most tokenizer.score.MAX_FILE_BYTES).
@@ -651,7 +652,8 @@ def _generate(eng: Any, request: GenerationRequest, was_random: bool, store: Out
         # FluidSynth and lame run as subprocesses, the pictures on matplotlib's thread-safe Agg canvas:
         # the variants render side by side
         with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
-            futures = [pool.submit(_render_variant, i, score, request, out, warnings)
+            stems = stems_fit(scores, warnings)
+            futures = [pool.submit(_render_variant, i, score, request, out, warnings, stems)
                        for i, score in enumerate(scores, 1)]
             result_variants = []
             for k, f in enumerate(futures, 1):
@@ -668,20 +670,33 @@ def _generate(eng: Any, request: GenerationRequest, was_random: bool, store: Out
                   render_seconds, warnings, getattr(eng, "prompt_use", "continuing"), eng.controls, action)
 
 
-def _render_variant(i: int, score: Score, request: GenerationRequest, out: Path, warnings: list[str]) -> Variant:
-    """MIDI, piano roll and MP3 of one variant; a preview that cannot be made is a warning, not a failure."""
+def stems_fit(scores: list[Score], warnings: list[str]) -> bool:
+    """Whether the request's stems stay within STEMS_MAX_SECONDS of audio (tracks x seconds over all variants;
+    FLAC takes about 57 kB a second); if not, a warning says they were left out and what to change."""
+    seconds = sum(s.seconds() * len(s.groups) for s in scores)
+    if seconds <= STEMS_MAX_SECONDS:
+        return True
+    warnings.append(f"stems left out of the zip: they would hold {seconds / 60:.0f} minutes of audio (the limit is "
+                    f"{STEMS_MAX_SECONDS // 60}); ask for fewer variants or bars to get them")
+    return False
+
+
+def _render_variant(i: int, score: Score, request: GenerationRequest, out: Path, warnings: list[str],
+                    stems: bool = True) -> Variant:
+    """MIDI, piano roll and MP3 (and with `stems` the per-track files) of one variant; a preview that cannot
+    be made is a warning, not a failure."""
     stem = f"midi-bangers-{request.seed}-v{i}"
     midi_path = write_midi(score, out / f"{stem}.mid")
     bars = -(-max(score.length or 0, score.end_step) // score.bar_steps)
     png = draw_pianoroll(score, out / f"{stem}.png",
                          title=f"variant {i} · {bars} bars · {score.bpm:g} BPM · {len(score.notes)} notes")
     try:
-        r, stems = render_preview(score, out, stem, stems=True)
+        r, tracks = render_preview(score, out, stem, stems=stems)
     except RenderError as e:
         if str(e) not in warnings:
             warnings.append(str(e))
         return Variant(i, score, midi_path, png, None, str(e))
-    return Variant(i, score, midi_path, png, r.path, None, r.seconds, stems=stems)
+    return Variant(i, score, midi_path, png, r.path, None, r.seconds, stems=tracks)
 
 
 # ---- Spaces on GPUs: with the `spaces` package (a ZeroGPU Space) generation runs under spaces.GPU ----------
@@ -893,7 +908,7 @@ def restore(state: Result, store: OutputStore) -> Result:
             if all(p.exists() for p in v.files()):
                 variants.append(v)
                 continue
-            nv = _render_variant(v.index, v.score, state.request, out, warnings)
+            nv = _render_variant(v.index, v.score, state.request, out, warnings, bool(v.stems))
             variants.append(replace(nv, recipe=v.recipe, result_index=v.result_index, adherence=v.adherence,
                                      missing=v.missing))
         with ExitStack() as stack:

@@ -185,3 +185,15 @@ def test_prompt_copies_live_beside_the_variants(first, tmp_path):
     upload.unlink()
     v = res.variants[0]
     assert v.recipe.prompt_file.exists() and v.recipe.prompt_file.parent == v.midi.parent
+
+
+def test_stems_are_left_out_of_huge_requests_with_a_warning():
+    notes = np.zeros(2, NOTE_DTYPE)
+    notes["group"], notes["pitch"], notes["duration"] = [0, 4], [60, 40], 4
+    notes["onset"] = [0, 64 * 32 - 8]  # 64 bars
+    long = Score(notes, bpm=40)  # 64 bars at 40 BPM: 384 s, two tracks
+    warnings: list[str] = []
+    assert studio.stems_fit([long], warnings) and not warnings
+    assert not studio.stems_fit([long] * 8, warnings)  # 8 x 2 x 384 s = 102 minutes
+    assert warnings == ["stems left out of the zip: they would hold 102 minutes of audio (the limit is 40); ask for "
+                        "fewer variants or bars to get them"]
