@@ -386,6 +386,24 @@ def build_demo(store: studio.OutputStore | None = None, uploads: studio.UploadCa
 
 
 # ---- the named editing endpoints: their docstrings are the API's and the MCP tools' help ----------------
+EDIT_ARGS = """        engine: the engine; editing needs one with the edit control (transformer).
+        temperature: randomness, 0.1 to 2.0 (1.0 = as trained).
+        top_p: nucleus sampling, above 0 to 1.
+        top_k: keep the k likeliest choices (0 = off).
+        seed: a whole number for repeatable results, or blank for a random one.
+        key: key and scale lock for the new notes such as "D minor" or "A dorian", or "none".
+        chords: one chord a bar, repeating, such as "Dm Bb F C", or blank.
+        drum_kit: General MIDI kit (standard, room, power, electronic, tr-808, jazz, brush, orchestra), or "none" to keep the song's.
+"""
+
+
+def edit_tool(fn):
+    """Fill the shared argument help ({common}) into an editing endpoint's docstring."""
+    fn.__doc__ = fn.__doc__.replace("{common}", EDIT_ARGS)
+    return fn
+
+
+@edit_tool
 def continue_midi(midi: str, bars: int = 4, engine: str = "transformer", temperature: float = 1.0,
                   top_p: float = 0.95, top_k: int = 0, seed: str = "", key: str = "none", chords: str = "",
                   drum_kit: str = "none"):
@@ -394,20 +412,13 @@ def continue_midi(midi: str, bars: int = 4, engine: str = "transformer", tempera
     Args:
         midi: the song, a .mid file (at most 64 bars are used).
         bars: how many bars to add, 1 to 64.
-        engine: the engine; editing needs one with the edit control (transformer).
-        temperature: randomness, 0.1 to 2.0 (1.0 = as trained).
-        top_p: nucleus sampling, above 0 to 1.
-        top_k: keep the k likeliest choices (0 = off).
-        seed: a whole number for repeatable results, or blank for a random one.
-        key: key and scale lock such as "D minor" or "A dorian", or "none".
-        chords: one chord a bar, repeating, such as "Dm Bb F C", or blank.
-        drum_kit: General MIDI kit (standard, room, power, electronic, tr-808, jazz, brush, orchestra) or "none" to keep the song's.
-    Returns:
+{common}    Returns:
         the continued MIDI, its MP3 preview, its piano roll (PNG) and a summary (Markdown).
     """
     return "continue", {"bars": bars}
 
 
+@edit_tool
 def add_part(midi: str, part: str = "strings", engine: str = "transformer", temperature: float = 1.0,
              top_p: float = 0.95, top_k: int = 0, seed: str = "", key: str = "none", chords: str = "",
              drum_kit: str = "none"):
@@ -415,21 +426,14 @@ def add_part(midi: str, part: str = "strings", engine: str = "transformer", temp
 
     Args:
         midi: the song, a .mid file (at most 64 bars are used).
-        part: the part to add, one of piano, bass, guitar, strings, brass, reed, pipe, organ, synth, drums (the song must not have it yet).
-        engine: the engine; editing needs one with the edit control (transformer).
-        temperature: randomness, 0.1 to 2.0 (1.0 = as trained).
-        top_p: nucleus sampling, above 0 to 1.
-        top_k: keep the k likeliest choices (0 = off).
-        seed: a whole number for repeatable results, or blank for a random one.
-        key: key and scale lock for the new part such as "D minor", or "none".
-        chords: one chord a bar, repeating, such as "Dm Bb F C", or blank.
-        drum_kit: General MIDI kit for the drums, or "none" to keep the song's.
-    Returns:
+        part: the part to add, one of piano, chromatic, organ, guitar, bass, strings, brass, reed, pipe, lead, pad, drums (the song must not have it yet).
+{common}    Returns:
         the MIDI with the new part, its MP3 preview, its piano roll (PNG) and a summary (Markdown).
     """
     return "add_part", {"part": part}
 
 
+@edit_tool
 def regenerate_part(midi: str, part: str = "bass", engine: str = "transformer", temperature: float = 1.0,
                     top_p: float = 0.95, top_k: int = 0, seed: str = "", key: str = "none", chords: str = "",
                     drum_kit: str = "none"):
@@ -438,20 +442,13 @@ def regenerate_part(midi: str, part: str = "bass", engine: str = "transformer", 
     Args:
         midi: the song, a .mid file (at most 64 bars are used).
         part: the part to write anew (the song must have it), e.g. bass or drums.
-        engine: the engine; editing needs one with the edit control (transformer).
-        temperature: randomness, 0.1 to 2.0 (1.0 = as trained).
-        top_p: nucleus sampling, above 0 to 1.
-        top_k: keep the k likeliest choices (0 = off).
-        seed: a whole number for repeatable results, or blank for a random one.
-        key: key and scale lock for the new part such as "D minor", or "none".
-        chords: one chord a bar, repeating, such as "Dm Bb F C", or blank.
-        drum_kit: General MIDI kit for the drums, or "none" to keep the song's.
-    Returns:
+{common}    Returns:
         the MIDI with the part regenerated, its MP3 preview, its piano roll (PNG) and a summary (Markdown).
     """
     return "regenerate_part", {"part": part}
 
 
+@edit_tool
 def infill(midi: str, first_bar: int = 2, last_bar: int = 3, engine: str = "transformer",
            temperature: float = 1.0, top_p: float = 0.95, top_k: int = 0, seed: str = "", key: str = "none",
            chords: str = "", drum_kit: str = "none"):
@@ -462,15 +459,7 @@ def infill(midi: str, first_bar: int = 2, last_bar: int = 3, engine: str = "tran
         midi: the song, a .mid file (at most 64 bars are used).
         first_bar: the first bar to write anew (1 = the song's first bar).
         last_bar: the last bar to write anew (at least first_bar, at most the song's last bar).
-        engine: the engine; editing needs one with the edit control (transformer).
-        temperature: randomness, 0.1 to 2.0 (1.0 = as trained).
-        top_p: nucleus sampling, above 0 to 1.
-        top_k: keep the k likeliest choices (0 = off).
-        seed: a whole number for repeatable results, or blank for a random one.
-        key: key and scale lock for the new bars such as "D minor", or "none".
-        chords: one chord a bar, repeating, such as "Dm Bb F C", or blank.
-        drum_kit: General MIDI kit for the drums, or "none" to keep the song's.
-    Returns:
+{common}    Returns:
         the MIDI with the bars infilled, its MP3 preview, its piano roll (PNG) and a summary (Markdown).
     """
     return "infill", {"infill_first": first_bar, "infill_last": last_bar}

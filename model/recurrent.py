@@ -43,6 +43,7 @@ from tokenizer.score import cut_at
 
 from . import checkpoint as ckpt
 from .engine import Engine, GenerationRequest, register
+from .rollwindows import output_groups
 from .sampling import PitchLock, SamplingParams, apply_temperature, lock_notes, sample_token
 
 NEG = float("-inf")
@@ -266,17 +267,7 @@ class MultiRNNEngine(Engine):
         """The groups a (restricted) request's result can hold: per track the first requested group folding
         into it (piano, chromatic, organ -> the piano track; guitar; bass; the other pitched groups -> the
         strings track), drums iff asked."""
-        return tuple(V.GROUPS[g] for g in sorted(self.output_groups(req).values()))
-
-    @staticmethod
-    def output_groups(req: GenerationRequest) -> dict[int, int]:
-        """track -> the group it is written as."""
-        out: dict[int, int] = {}
-        for g in req.group_ids:
-            out.setdefault(GROUP_TO_TRACK[g], g)
-        if req.drums:
-            out[GROUP_TO_TRACK[V.DRUM_GROUP]] = V.DRUM_GROUP
-        return out
+        return tuple(V.GROUPS[g] for g in sorted(output_groups(req).values()))
 
     @torch.no_grad()
     def sample_frames(self, n_variants: int, n_frames: int, tracks: dict[int, int], temperature: float, seed: int,
@@ -319,7 +310,7 @@ class MultiRNNEngine(Engine):
     def _generate(self, req: GenerationRequest, progress: Callable[[float], None] | None) -> tuple[list[Score], dict]:
         spb = self.cfg.steps_per_beat
         frames_per_bar = V.STEPS_PER_BAR // (V.STEPS_PER_QUARTER // spb)
-        out_group = self.output_groups(req)  # track -> the first requested group it covers
+        out_group = output_groups(req)  # track -> the first requested group it covers
         n_frames = req.bars * frames_per_bar
         shifts, lock = None, PitchLock.of(req)
         if lock is not None:

@@ -65,7 +65,8 @@ def test_two_variants_of_four_bars(client):
         for k, (png, mp3, mid) in enumerate(slots[:2], 1):
             base = f"variant-{k}/variant-{k}"
             assert {f"{base}.mid", f"{base}.mp3", f"{base}.png"} <= names
-            assert z.read(f"{base}.mid") == Path(mid).read_bytes()
+            for ext, path in (("mid", mid), ("mp3", mp3), ("png", png)):  # the same files the slots hold
+                assert z.read(f"{base}.{ext}") == Path(path).read_bytes()
             for group in load_midi(mid).notes_per_group():
                 assert {f"variant-{k}/stems/{group}.mid", f"variant-{k}/stems/{group}.flac"} <= names
         mido.MidiFile(file=io.BytesIO(z.read("variant-1/variant-1.mid")))

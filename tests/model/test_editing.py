@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import tokenizer as T
 from model.adherence import adherence
@@ -22,13 +21,7 @@ WALTZ = next(f for f in MIDI_FIXTURES if f.name.startswith("boogi_marabi"))  # 3
 FIELDS = ["onset", "group", "pitch", "velocity", "duration"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models decode fastest on one thread (and leave the shared cores to others)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def rows(notes) -> list[tuple]:

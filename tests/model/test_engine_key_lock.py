@@ -27,13 +27,7 @@ CHORDS = "Dm Bb F C"
 BASS = V.GROUPS.index("bass")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small recurrent steps: one thread is many times faster than two contending with other work."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(name: str, **fields):

@@ -9,8 +9,14 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+import shutil  # noqa: E402
+
 from tokenizer import Score, make_notes  # noqa: E402
 from tokenizer import vocab as V  # noqa: E402
+
+# a real render needs FluidSynth (synthesis) and ffmpeg (decoding the result back)
+needs_synth = pytest.mark.skipif(shutil.which("fluidsynth") is None or shutil.which("ffmpeg") is None,
+                                 reason="fluidsynth and ffmpeg are needed for a real render")
 
 
 def make_small_score(bpm: float = 120.0) -> Score:

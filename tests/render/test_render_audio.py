@@ -3,8 +3,6 @@ release tail, and every failure is a clear RenderError."""
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -21,11 +19,9 @@ from render.audio import (
     render_preview,
     render_wav,
 )
+from tests.render.conftest import needs_synth
 from tokenizer import Score, make_notes, to_midi_bytes
 from tokenizer import vocab as V
-
-needs_synth = pytest.mark.skipif(shutil.which("fluidsynth") is None or shutil.which("ffmpeg") is None,
-                                 reason="fluidsynth and ffmpeg are needed for a real render")
 
 
 @needs_synth

@@ -3,8 +3,6 @@ TARGET_LUFS (measured on the MP3 decoded by ffmpeg), with the peak ceiling repor
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 
@@ -20,11 +18,9 @@ from render.audio import (
     loudness_gain,
     render_mp3,
 )
+from tests.render.conftest import needs_synth
 from tokenizer import Score, make_notes
 from tokenizer import vocab as V
-
-needs_synth = pytest.mark.skipif(shutil.which("fluidsynth") is None or shutil.which("ffmpeg") is None,
-                                 reason="fluidsynth and ffmpeg are needed for a real render")
 
 
 def sine(rate, seconds=5.0, freq=997.0, amp=1.0):

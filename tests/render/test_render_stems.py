@@ -3,7 +3,6 @@ as the mix, with the mix's gain, lined up with the music, and summing to the mix
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -19,11 +18,11 @@ from render.audio import (
     render_stems,
     render_wav,
 )
+from tests.render.conftest import needs_synth
 from tokenizer import Score, load_midi
 from tokenizer import vocab as V
 
-pytestmark = pytest.mark.skipif(shutil.which("fluidsynth") is None or shutil.which("ffmpeg") is None,
-                                reason="fluidsynth and ffmpeg are needed for a real render")
+pytestmark = needs_synth
 
 
 def db(x: np.ndarray) -> float:

@@ -6,7 +6,6 @@ bars (reported to Python through the `select` event) and that a new value replac
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import tempfile
 import time
@@ -15,16 +14,10 @@ from pathlib import Path
 import gradio as gr
 import pytest
 
+from tests.conftest import BROWSER_TEST
 from tests.render.conftest import make_small_score
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
-                       reason="Debian chromium and chromium-driver are not installed"),
-]
+pytestmark = BROWSER_TEST
 
 # The media element of a gr.Audio block, found independently of roll.js: Gradio 6 plays through
 # WaveSurfer, which keeps its <audio> in an open shadow root inside the block.
@@ -100,29 +93,6 @@ def roll_page(tmp_path_factory):
             os.environ.pop("GRADIO_TEMP_DIR", None)
         else:
             os.environ["GRADIO_TEMP_DIR"] = old_cache
-
-
-@pytest.fixture
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="chromium-profile-")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--window-size=1200,1000", "--autoplay-policy=no-user-gesture-required",
-                f"--user-data-dir={profile}"):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    driver.set_script_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _head_x(driver) -> float:
