@@ -335,9 +335,10 @@ def build_demo(store: studio.OutputStore | None = None, uploads: studio.UploadCa
                 if state is None or index > len(state.variants):
                     raise gr.Error("Generate first: there is no variant to keep yet.", print_exception=False)
                 v = state.variants[index - 1]
-                gr.Info(f"Variant {index} is the new starting point: Generate continues it "
-                        f"({v.bars} bars).")
-                return str(v.midi), v.bars, gr.update(open=True)
+                gr.Info(f"Variant {index} is the new starting point: Generate continues it.")
+                if v.bars > R.MAX_BARS:
+                    gr.Warning(f"Variant {index} has {v.bars} bars: Generate continues its first {R.MAX_BARS}.")
+                return str(v.midi), min(v.bars, R.MAX_BARS), gr.update(open=True)
             return on_keep
 
         def on_select(evt: gr.SelectData):

@@ -931,6 +931,9 @@ def edit_variant(history: History, index: Any, action: str, store: OutputStore, 
         for v in state.variants:
             stack.enter_context(store.hold(v.midi))
         old = state.variants[n - 1]
+        if old.bars > MAX_BARS:
+            raise RequestError(f"Variant {n} has {old.bars} bars; editing works on at most {MAX_BARS}: download it, "
+                               f"or undo to a shorter version")
         res = edit(action, str(old.midi), prompt_bars=old.bars, store=store, own_file=True, **settings)
         new = replace(res.variants[0], index=n)
         variants = [new if v.index == n else v for v in state.variants]

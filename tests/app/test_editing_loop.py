@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,11 @@ def test_continue_and_infill_a_variant(first):
         studio.edit_variant(history, 1, "infill", store, infill_first=3, infill_last=9, seed="7")
     with pytest.raises(RequestError, match="^Part: the MIDI file already has a piano part"):
         studio.edit_variant(history, 1, "add_part", store, part="piano", seed="7")
+    long = studio.History()
+    long.push(replace(history.current, variants=[replace(history.current.variants[0],
+                                                         score=replace(w.score, length=65 * bar))]))
+    with pytest.raises(RequestError, match="^Variant 1 has 65 bars; editing works on at most 64"):
+        studio.edit_variant(long, 1, "continue", store, bars=1, seed="7")
     with pytest.raises(RequestError, match="engine gru cannot"):
         studio.edit_variant(history, 1, "add_part", store, engine="gru", part="strings", seed="7")
 
