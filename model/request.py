@@ -13,14 +13,15 @@ that are not request fields (the page's "use the first N bars").  Checks that ne
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from tokenizer import Score
 from tokenizer import harmony as H
 from tokenizer import vocab as V
+
+from .edits import EDITS, check_edit  # noqa: F401 (EDITS re-exported)
+from .fields import LABELS, RequestError, real_number, shown, whole_number  # noqa: F401 (re-exported)
 
 # Limits shared by the page, the CLI and the API.
 MAX_BARS = 64
@@ -39,68 +40,7 @@ ALL_CONTROLS = ("groups", "drums", "bars", "variants", "temperature", "top_p", "
                 "style", "prompt", "noise_sd", "alpha", "reference", "key", "chords", "edit")
 MAX_NOISE_SD = 2.0
 MAX_CHORD_BIAS = 10.0
-EDITS = ("continue", "add_part", "regenerate_part", "infill")
 SESSION_FORMAT = "midi-bangers-session"  # session.json of the studio's zip (python -m model.generate --session)
-
-# Each field as the page labels it; the page uses these labels and every message names the field by them.
-LABELS = {
-    "engine": "Engine",
-    "groups": "Instrument groups",
-    "drums": "Drums",
-    "bars": "Length (bars)",
-    "variants": "Variants",
-    "temperature": "Temperature",
-    "top_p": "Top-p",
-    "top_k": "Top-k",
-    "seed": "Seed",
-    "bpm": "BPM",
-    "style": "Style",
-    "prompt": "MIDI file",
-    "prompt_bars": "Use the first N bars",
-    "noise_sd": "Variation (latent noise sd)",
-    "alpha": "Pull towards the reference (alpha)",
-    "reference": "Reference song",
-    "reference_midi": "Reference MIDI",
-    "key": "Key",
-    "chords": "Chords",
-    "chord_bias": "Chord pull",
-    "edit": "Edit",
-    "part": "Part",
-    "infill_bars": "Infill bars",
-    "drum_kit": "Drum kit",
-}
-
-
-class RequestError(ValueError):
-    """A value a person got wrong; the message names the field and says what to change."""
-
-
-def shown(value: Any) -> str:
-    """A value as a message quotes it: 3, 2.5, 'abc' (long text cut)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
-        return str(int(value))
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return repr(float(value))
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def whole_number(value: Any, name: str, lo: int, hi: int, note: str = "") -> int:
-    """`value` as an int in lo..hi, or RequestError naming LABELS[name]; floats are refused even when
-    whole (callers convert their own types)."""
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and lo <= value <= hi:
-        return int(value)
-    raise RequestError(f"{LABELS[name]} must be a whole number from {lo} to {hi}{note} (got {shown(value)})")
-
-
-def real_number(value: Any, name: str, lo: float, hi: float, lo_open: bool = False) -> float:
-    """`value` as a float in lo..hi (above lo when `lo_open`), or RequestError naming LABELS[name]."""
-    is_number = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-    if is_number and (lo < value if lo_open else lo <= value) and value <= hi:
-        return float(value)
-    allowed = f"above {lo} and at most {hi}" if lo_open else f"{lo} to {hi}" if is_number else f"from {lo} to {hi}"
-    raise RequestError(f"{LABELS[name]} must be {'' if is_number else 'a number '}{allowed} (got {shown(value)})")
-
 
 def _score(value: Any, name: str, empty: str) -> Score:
     """An uploaded Score with notes; `empty` says what to change when it has none."""
@@ -166,44 +106,9 @@ def _harmony(key: Any, chords: Any) -> tuple[str | None, str | None]:
     return (None if k is None else str(k)), (None if c is None else " ".join(map(str, c)))
 
 
-def _edit(req: "GenerationRequest") -> tuple[str | None, str | None, tuple[int, int] | None]:
-    """(edit, part, infill_bars), checked against the uploaded MIDI."""
-    edit = req.edit if req.edit not in ("", None) else None
-    if edit is None:
-        return None, None, None
-    if edit not in EDITS:
-        raise RequestError(f"{LABELS['edit']}: unknown edit {shown(edit)}; choose from {', '.join(EDITS)} (or none)")
-    if req.prompt is None:
-        raise RequestError(f"{LABELS['edit']}: {edit.replace('_', ' ')} needs an uploaded {LABELS['prompt']}")
-    prompt = req.prompt
-    part, bars = None, None
-    if edit in ("add_part", "regenerate_part"):
-        name = req.part.strip().lower() if isinstance(req.part, str) else req.part
-        if name not in V.GROUPS:
-            raise RequestError(f"{LABELS['part']} must be one of {', '.join(V.GROUPS)} (got {shown(req.part)})")
-        has = V.GROUPS.index(name) in prompt.groups
-        if edit == "add_part" and has:
-            raise RequestError(f"{LABELS['part']}: the {LABELS['prompt']} already has a {name} part; "
-                               f"regenerate it instead, or choose another part")
-        if edit == "regenerate_part" and not has:
-            raise RequestError(f"{LABELS['part']}: the {LABELS['prompt']} has no {name} part to regenerate "
-                               f"(it has {', '.join(V.GROUPS[g] for g in prompt.groups)})")
-        part = name
-    elif edit == "infill":
-        n_bars = prompt_bars(prompt)
-        value = req.infill_bars
-        ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
-            isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in value)
-        if not ok or not 1 <= value[0] <= value[1] <= n_bars:
-            raise RequestError(f"{LABELS['infill_bars']} must be a first and a last bar with 1 <= first <= last <= "
-                               f"{n_bars} (the bars of the {LABELS['prompt']}; got {shown(value)})")
-        bars = (int(value[0]), int(value[1]))
-    return edit, part, bars
-
-
 def prompt_bars(prompt: Score) -> int:
-    """Whole bars an uploaded (cut) score spans: its length when set, else the bars its onsets reach."""
-    return prompt.length // prompt.bar_steps if prompt.length else prompt.n_bars
+    """Whole bars an uploaded (cut) score spans (`Score.bars`)."""
+    return prompt.bars
 
 
 @dataclass(frozen=True)
@@ -244,13 +149,13 @@ class GenerationRequest:
             self.prompt, "prompt", f"the bars used contain no notes; raise '{LABELS['prompt_bars']}' or upload "
                                    "another file")
         key, chords = _harmony(self.key, self.chords)
-        edit, part, infill = _edit(replace(self, prompt=prompt))
+        _, edit_fields = check_edit(replace(self, prompt=prompt), prompt)
         kit = self.drum_kit.strip().lower() or None if isinstance(self.drum_kit, str) else self.drum_kit
         if kit is not None and kit not in V.DRUM_KITS:
             raise RequestError(f"{LABELS['drum_kit']}: unknown kit {shown(self.drum_kit)}; choose from "
                                f"{', '.join(V.DRUM_KITS)}")
         return replace(
-            self, groups=groups, key=key, chords=chords, edit=edit, part=part, infill_bars=infill, drum_kit=kit,
+            self, groups=groups, key=key, chords=chords, **edit_fields, drum_kit=kit,
             chord_bias=real_number(self.chord_bias, "chord_bias", 0.0, MAX_CHORD_BIAS),
             bars=whole_number(self.bars, "bars", 1, MAX_BARS),
             variants=whole_number(self.variants, "variants", 1, MAX_VARIANTS),

@@ -134,6 +134,12 @@ class Score:
         n = self.notes
         return 0 if not len(n) else int(n["onset"].max()) // self.bar_steps + 1
 
+    @property
+    def bars(self) -> int:
+        """Whole bars the score spans: its length when set (a cut or generated score), else the bars its
+        onsets reach."""
+        return self.length // self.bar_steps if self.length else self.n_bars
+
     def notes_per_group(self) -> dict[str, int]:
         g, c = np.unique(self.notes["group"], return_counts=True)
         return {V.GROUPS[int(i)]: int(k) for i, k in zip(g, c)}
