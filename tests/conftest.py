@@ -1,10 +1,15 @@
-"""Fixtures every test package shares: the MIDI files shipped in tests/fixtures/midi, one tiny corpus
-built from them (laid out like data/corpus), the real corpus where it has been built, and a tiny
+"""Fixtures every test package shares: the checkpoint root the engines load (checkpoint_root), the MIDI
+files shipped in tests/fixtures/midi, one tiny corpus built from them (laid out like data/corpus), the real corpus where it has been built, and a tiny
 transformer trained on the tiny corpus for a few steps (the real training loop)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +18,19 @@ import pytest
 import tokenizer as T
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The checkpoints the engines load (read when model.checkpoint is imported, so set here, before any test imports
+# model): the shipped ones, or where none is shipped a tiny transformer trained for a few steps (`checkpoint_root`).
+SHIPPED = ROOT / "checkpoints" / "transformer"
+HAS_SHIPPED = (SHIPPED / "config.json").is_file() and (SHIPPED / "model.safetensors").is_file()
+TEST_ROOT = Path(tempfile.gettempdir()) / f"midi-bangers-apptests-{os.getpid()}"
+if not HAS_SHIPPED and not os.environ.get("MIDI_BANGERS_CHECKPOINTS"):
+    os.environ["MIDI_BANGERS_CHECKPOINTS"] = str(TEST_ROOT / "checkpoints")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+# Outputs of the app under test go to their own folder (inside a private Gradio cache folder).
+os.environ.setdefault("GRADIO_TEMP_DIR", str(TEST_ROOT / "gradio"))
+
+OPENMSX = sorted(Path("/usr/share/games/openttd/baseset/openmsx").glob("*.mid"))
 MIDI_FIXTURES = sorted((Path(__file__).parent / "fixtures" / "midi").glob("*.mid"))
 REAL_CORPUS = ROOT / "data" / "corpus"
 # tiny corpus: which fixture files go to which split, and the style labels they get (two styles, so
@@ -56,6 +74,38 @@ def train_tiny(engine: str, data: Path, out: Path, steps: int, every: int, val_w
                "--val-windows", str(val_windows), "--log-every", "5", "--quiet"])
     assert rc == 0
     return out
+
+
+def _tiny_data_dir() -> Path | None:
+    for d in (ROOT / "data" / "tmpc", ROOT / "data" / "corpus"):
+        if (d / "train.tokens.npy").is_file() and (d / "validation.tokens.npy").is_file():
+            return d
+    return None
+
+
+@pytest.fixture(scope="session")
+def checkpoint_root() -> Path:
+    """The folder holding transformer/ (config.json + model.safetensors) that the engines load."""
+    from model import checkpoint as ckpt
+
+    root = Path(ckpt.CHECKPOINT_ROOT)
+    if (root / "transformer" / "config.json").is_file():
+        return root
+    if os.environ.get("MIDI_BANGERS_CHECKPOINTS") != str(root):
+        pytest.fail("model.checkpoint was imported before tests/conftest.py could point it at a test "
+                    "checkpoint; run tests/app first or ship checkpoints/transformer")
+    data = _tiny_data_dir()
+    if data is None:
+        pytest.skip("no checkpoint shipped and no token data (data/tmpc or data/corpus) to train a tiny one")
+    out = TEST_ROOT / "train"
+    cmd = [sys.executable, "-m", "training.train", "--preset", "tiny", "--data", str(data), "--out", str(out),
+           "--steps", "40", "--batch", "8", "--eval-every", "40", "--ckpt-every", "40", "--val-windows", "4",
+           "--quiet"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (root).mkdir(parents=True, exist_ok=True)
+    shutil.copytree(out / "last", root / "transformer", ignore=shutil.ignore_patterns("optimizer*"))
+    return root
 
 
 @pytest.fixture(scope="session")
@@ -156,3 +206,9 @@ def browser():
         driver.quit()
         shutil.rmtree(profile, ignore_errors=True)
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cleanup_test_root():
+    yield
+    shutil.rmtree(TEST_ROOT, ignore_errors=True)
