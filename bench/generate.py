@@ -17,7 +17,7 @@ import torch
 from x_transformers import AutoregressiveWrapper
 
 from model.engine import GenerationRequest
-from model.sampling import SamplingParams, sample_token
+from model.sampling.filters import SamplingParams, sample_token
 from model.transformer import FastDecoder, TransformerEngine
 from tokenizer import control_prefix
 

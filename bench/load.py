@@ -53,15 +53,15 @@ def main(argv=None) -> int:
     if url is None:
         tmp_root = tempfile.mkdtemp(prefix="bench-load-")
         os.environ["GRADIO_TEMP_DIR"] = os.path.join(tmp_root, "gradio")  # before gradio is imported
-        import app
+        import page
         import studio
 
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         stores = {"uploads": studio.UploadCache(), "outputs": studio.OutputStore()}
-        demo = app.build_demo(stores["outputs"], stores["uploads"])
-        app.serve(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+        demo = page.build_demo(studio.Studio(stores["outputs"], stores["uploads"]))
+        page.serve(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
         url = f"http://127.0.0.1:{port}/"
     from gradio_client import Client, handle_file
 
@@ -76,8 +76,8 @@ def main(argv=None) -> int:
             c = Client(url, verbose=False, download_files=downloads)
             t0 = time.perf_counter()
             midi = handle_file(args.midi) if args.midi else None
-            out = c.predict("transformer", ["piano", "bass"], True, args.bars, args.variants, 1.0, 0.95, 0, str(i),
-                            120, "none", midi, 4, api_name="/generate")
+            out = c.predict(groups=["piano", "bass"], drums=True, bars=args.bars, variants=args.variants, seed=str(i),
+                            midi=midi, prompt_bars=4, api_name="/generate")
             assert out[0] == str(i) and out[5], "no MIDI came back"
             return time.perf_counter() - t0
 

@@ -3,7 +3,7 @@
     python -m bench.page [--engine transformer] [--bars 8] [--variants 4] [--instruments piano,guitar,bass]
                          [--threads 0,1,2] [--runs 3]
 
-Runs the page's own service layer (studio.generate: the engine, then MIDI, MP3 and piano roll of every
+Runs the page's own service layer (studio.Studio.generate: the engine, then MIDI, MP3 and piano roll of every
 variant and the zip, exactly as a click on Generate does, without the HTTP round trip) with drums on and
 a fixed seed per run.  With several --threads values each is measured in turn, side by side.
 """
@@ -19,11 +19,10 @@ import tempfile
 import time
 
 
-def run_once(engine: str, groups: list[str], bars: int, variants: int, seed: int, store) -> dict:
-    import studio
-
+def run_once(engine: str, groups: list[str], bars: int, variants: int, seed: int, service) -> dict:
     t0 = time.perf_counter()
-    r = studio.generate(engine, groups, True, bars, variants, 1.0, 0.95, 0, str(seed), 120, store=store)
+    r = service.generate({"engine": engine, "groups": groups, "drums": True, "bars": bars, "variants": variants,
+                          "seed": str(seed)})
     total = time.perf_counter() - t0
     gen = float(r.stats.get("seconds", 0.0))
     return {"total": total, "generation": gen, "rendering": r.render_seconds,
@@ -48,12 +47,12 @@ def main(argv=None) -> int:
     groups = [g for g in args.instruments.split(",") if g]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        store = studio.OutputStore(tmp)
+        service = studio.Studio(studio.OutputStore(tmp))
         E.get_engine(args.engine)  # loading is not part of a request
-        run_once(args.engine, groups, 1, 1, 0, store)  # warm-up: first-call costs are not part of a request
+        run_once(args.engine, groups, 1, 1, 0, service)  # warm-up: first-call costs are not part of a request
         for threads in (int(t) for t in args.threads.split(",")):
             torch.set_num_threads(threads or default_threads)
-            runs = [run_once(args.engine, groups, args.bars, args.variants, 1000 + i, store) for i in range(args.runs)]
+            runs = [run_once(args.engine, groups, args.bars, args.variants, 1000 + i, service) for i in range(args.runs)]
             med = {k: statistics.median(r[k] for r in runs) for k in ("total", "generation", "rendering", "other")}
             rows.append({"threads": torch.get_num_threads(), **{k: round(v, 2) for k, v in med.items()},
                          "runs": [round(r["total"], 2) for r in runs], "mp3s": runs[0]["mp3s"]})

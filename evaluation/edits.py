@@ -39,15 +39,25 @@ def _median(values) -> float | None:
 
 
 def edits_for(score) -> list[tuple[str, str]]:
-    """[(edit, part)] for one prompt: add the first ADD_ORDER part it lacks, regenerate its busiest pitched part."""
-    have = {V.GROUPS[g] for g in score.groups}
-    out = []
-    add = next((p for p in ADD_ORDER if p not in have), None)
-    if add:
-        out.append(("add_part", add))
+    """[(edit, part)] for one prompt: each edit that writes one part (`Edit.new_part`: add one, regenerate one),
+    with the first part it accepts for this song of its pitched parts, busiest first, then ADD_ORDER: an added
+    part is the first ADD_ORDER part the song lacks, a regenerated one its busiest pitched part."""
+    from model.edits import EDITS
+    from model.request import GenerationRequest, RequestError
+
     counts = {k: v for k, v in score.notes_per_group().items() if k != "drums"}
-    if counts:
-        out.append(("regenerate_part", max(counts, key=counts.get)))
+    candidates = [*sorted(counts, key=counts.get, reverse=True), *ADD_ORDER]
+    out = []
+    for edit in EDITS.values():
+        if not edit.new_part:
+            continue
+        for part in candidates:
+            try:
+                edit.check(GenerationRequest(prompt=score, part=part))
+            except RequestError:
+                continue
+            out.append((edit.name, part))
+            break
     return out
 
 
@@ -94,10 +104,9 @@ def measure(engine, prompts, bars: int, seeds, variants: int, **request) -> list
             for k, a in zip(FIGURES, ("part_notes_per_bar", "part_heard_in_bars", "part_in_song_scale",
                                       "part_on_song_grid")):
                 row[k] = (_median if k == "notes_per_bar" else _mean)([f[a] for f in figs])
-            if edit == "regenerate_part":
+            if g in song.groups:  # the part was the song's: its original's figures
                 n = song.notes
-                row["original"] = H.part_fit(n[n["group"] == g], n[n["group"] != g], song.bar_steps,
-                                             -(-song.length // song.bar_steps))
+                row["original"] = H.part_fit(n[n["group"] == g], n[n["group"] != g], song.bar_steps, song.bars)
             rows.append(row)
     return rows
 

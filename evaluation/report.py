@@ -221,8 +221,7 @@ def real_parts_heard(excerpts: list[Score]) -> dict:
 
     heard, silent, bars = [], 0, 0
     for s in excerpts:
-        n_bars = BARS if s.length is None else -(-s.length // s.bar_steps)
-        per_bar = H.parts_per_bar(s.notes, s.bar_steps, n_bars)
+        per_bar = H.parts_per_bar(s.notes, s.bar_steps, s.bars)
         wanted = [V.GROUPS[g] for g in s.groups]
         heard += [w in parts for parts in per_bar for w in wanted]
         silent += sum(not parts for parts in per_bar)

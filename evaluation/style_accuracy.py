@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from model import checkpoint as ckpt
-from model.sampling import SamplingParams
+from model.sampling.filters import SamplingParams
 from model.style_vae import StyleVAE, StyleVAEEngine, sample_pieces
 from tokenizer import Score
 from tokenizer import vocab as V

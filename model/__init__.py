@@ -1,4 +1,4 @@
-"""Engines: one file per family, the shared Engine interface (engine.py) and sampling (sampling.py)."""
+"""Engines: one file per family, the shared Engine interface and registry (engine.py) and sampling (sampling/)."""
 
 from .engine import Engine, GenerationRequest, engine_names, get_engine, register
 

@@ -23,7 +23,7 @@ from tokenizer import Score
 from tokenizer import harmony as H
 from tokenizer import vocab as V
 
-from .sampling import plan_request
+from .sampling.plan import plan_request
 
 _FIELDS = ("onset", "group", "pitch")
 
@@ -69,7 +69,8 @@ def adherence(request, score: Score) -> dict:
     if request.prompt is not None:
         kept = np.concatenate([plan.context, plan.kept, plan.tail])
         out["prompt_notes_kept"] = H.kept_share(kept, score.notes)
-    if request.edit in ("add_part", "regenerate_part"):
+    edit = request.edit_kind
+    if edit is not None and edit.new_part:
         g = V.GROUPS.index(request.part)
         heard = [V.GROUPS[g] in parts for parts in heard_new]
         out["part_heard_in_bars"] = float(np.mean(heard)) if heard else None

@@ -4,12 +4,15 @@
     edit.fields                        # its own inputs (here: part), as the page, the API and MCP show them
     req = GenerationRequest(prompt=song, **edit.request_fields({"part": "bass"})).validate()
     edit.describe(req)                 # "bass part added"
+    req.edit_kind is edit              # a request's Edit (a prompt without an edit: DEFAULT_EDIT, continue)
+    edit.plan(req)                     # what the sampler decodes (model.sampling.plan.Plan)
 
-A class says: its name (the request's `edit` value, the API endpoint, the CLI flag), its button and help for
-people, its own fields (`EditField`: name, kind, default, label, help), how those become request fields, its
-check against the uploaded song, how many new bars it makes, and how it reads in a summary.  Adding an edit
-kind is one class here with `@register_edit`; the page's buttons, the named endpoints, the MCP tools and the
-CLI flags are generated from the registry.
+A class says: its name (the request's `edit` value, the API endpoint), its button and help for people, its
+own fields (`EditField`: name, kind, default, label, help), how those become request fields, its check against
+the uploaded song, how many new bars it makes, how it reads in a summary, its CLI flag, and how the sampler
+decodes it (`plan`: what is context, kept and new, and which soft rules it turns on).  Adding an edit kind is
+one class here with `@register_edit`; the page's buttons, the named endpoints, the MCP tools and the CLI flags
+are generated from the registry.  A prompt without an edit is continued (`DEFAULT_EDIT`).
 """
 
 from __future__ import annotations
@@ -19,9 +22,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
 from tokenizer import Score
+from tokenizer import harmony as H
 from tokenizer import vocab as V
 
 from .fields import LABELS, RequestError, shown
+from .sampling.plan import Plan, part_density, requested_groups, split_notes
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,15 @@ class Edit:
     returns: ClassVar[str] = ""  # what comes back, e.g. "the MIDI with the new part"
     fields: ClassVar[tuple[EditField, ...]] = ()
     new_part: ClassVar[bool] = False  # it writes one part over the whole song (the request's `part`)
+    extends: ClassVar[bool] = False  # its new bars come after the song's (the result is longer than the song)
+    control: ClassVar[str] = "edit"  # the engine control it needs besides "prompt" ("": every engine with one)
+    flag: ClassVar[str] = ""  # its option of `python -m model.generate` ("": none)
+    metavar: ClassVar[str] = ""  # the option's value, as its help shows it
+    flag_help: ClassVar[str] = ""  # the option's help
+
+    def parse_flag(self, text: str) -> dict[str, Any]:
+        """The CLI option's text -> GenerationRequest fields (the request checks them), or RequestError."""
+        raise NotImplementedError
 
     def request_fields(self, values: Mapping[str, Any]) -> dict[str, Any]:
         """The edit's own values (by EditField name, converted to Python types) -> GenerationRequest fields."""
@@ -62,6 +76,15 @@ class Edit:
         """The edit of a validated request in a few words: "bass part added"."""
         raise NotImplementedError
 
+    def summary(self, req: Any, bars: int, kept_bars: int) -> str:
+        """What a result of `bars` bars made of the `kept_bars` prompt bars: "bass part added over 8 prompt
+        bars"."""
+        raise NotImplementedError
+
+    def plan(self, req: Any) -> Plan:
+        """The decoding problem of a validated request whose prompt has notes (`model.sampling.plan`)."""
+        raise NotImplementedError
+
 
 EDITS: dict[str, Edit] = {}
 
@@ -76,6 +99,14 @@ def get_edit(name: Any) -> Edit:
     if isinstance(name, str) and name in EDITS:
         return EDITS[name]
     raise RequestError(f"{LABELS['edit']}: unknown edit {shown(name)}; choose from {', '.join(EDITS)} (or none)")
+
+
+def edit_of(req: Any) -> Edit | None:
+    """The Edit a request makes of its prompt: its `edit`, or DEFAULT_EDIT for a prompt without one; None without
+    a prompt (free generation)."""
+    if req.edit not in ("", None):
+        return get_edit(req.edit)
+    return None if req.prompt is None else EDITS[DEFAULT_EDIT]
 
 
 PART_HELP = ", ".join(V.GROUPS)
@@ -97,6 +128,9 @@ class Continue(Edit):
     help = "Continue a MIDI song: keep every note of it and add `bars` new bars in its tempo and metre."
     returns = "the continued MIDI"
     fields = (EditField("bars", "bars", 4, "Continue by (bars)", "how many bars to add, 1 to 64."),)
+    extends = True
+    control = ""  # every engine that takes a prompt continues it
+    # no CLI flag: the CLI continues a prompt by default (--bars)
 
     def request_fields(self, values: Mapping[str, Any]) -> dict[str, Any]:
         return {"edit": self.name, "bars": values.get("bars", 4)}
@@ -107,17 +141,58 @@ class Continue(Edit):
     def describe(self, req: Any) -> str:
         return f"continued by {req.bars} bars"
 
+    def summary(self, req: Any, bars: int, kept_bars: int) -> str:
+        return f"{kept_bars} prompt bars + {bars - kept_bars} new bars"
+
+    def plan(self, req: Any) -> Plan:
+        """The prompt is the context; req.bars bars of the requested groups (and the prompt's) follow it."""
+        prompt = req.prompt
+        bar, length = prompt.bar_steps, prompt.span_steps
+        allowed = requested_groups(req)
+        limit = length + req.bars * bar
+        return Plan.of_song(prompt, context=prompt.notes, allowed=allowed,
+                            prefix_groups=sorted(set(allowed) | set(prompt.groups)),
+                            drums_flag=req.drums or prompt.has_drums, played=set(prompt.groups), min_time=length,
+                            new_end=limit, limit=limit, force_at=length + min(bar, req.bars * bar // 2))
+
+
+DEFAULT_EDIT = Continue.name  # what a prompt without an edit gets
+
 
 class _PartEdit(Edit):
+    """One part written over the whole song, every other note kept; the part is heard in every bar, pulled
+    towards `density` notes a bar and, without a key or chords, to the song's pitch classes."""
     new_part = True
     verb = ""
+    metavar = "GROUP"
 
     def request_fields(self, values: Mapping[str, Any]) -> dict[str, Any]:
         part = values.get("part", self.fields[0].default)
         return {"edit": self.name, "part": part.strip().lower() if isinstance(part, str) else part}
 
+    def parse_flag(self, text: str) -> dict[str, Any]:
+        return {"edit": self.name, "part": text}
+
     def describe(self, req: Any) -> str:
         return f"{req.part} part {self.verb}"
+
+    def summary(self, req: Any, bars: int, kept_bars: int) -> str:
+        return f"{req.part} part {self.verb} over {bars} prompt bars"
+
+    def density(self, song: Score, group: int) -> float:
+        """Notes a bar (of `song`'s metre) the new part of `group` is pulled towards."""
+        raise NotImplementedError
+
+    def plan(self, req: Any) -> Plan:
+        prompt = req.prompt
+        length, notes = prompt.span_steps, prompt.notes
+        g = V.GROUPS.index(req.part)
+        kept = notes[notes["group"] != g]
+        groups = sorted(set(prompt.groups) | {g})
+        return Plan.of_song(prompt, kept=kept, allowed=[g], prefix_groups=groups,
+                            drums_flag=V.DRUM_GROUP in groups, new_end=length, limit=length,
+                            force_at=min(prompt.bar_steps, length // 2), every_bar=True,
+                            density=self.density(prompt, g), song_pitch_pull=True, bar_note_divisor=3)
 
 
 @register_edit
@@ -126,6 +201,8 @@ class AddPart(_PartEdit):
     tool = "add_part"
     button = "Add part"
     verb = "added"
+    flag = "--add-part"
+    flag_help = "add this part to the prompt's bars"
     help = "Add a part to a MIDI song: every note of the song stays; a new part plays along over all its bars."
     returns = "the MIDI with the new part"
     fields = (EditField("part", "part", "strings", "Part",
@@ -138,6 +215,10 @@ class AddPart(_PartEdit):
                                f"regenerate it instead, or choose another part")
         return {"part": name, "infill_bars": None}
 
+    def density(self, song: Score, group: int) -> float:
+        """The corpus median of the group (PART_DENSITY), in this metre's bars."""
+        return H.PART_DENSITY[V.GROUPS[group]] * song.bar_steps / V.STEPS_PER_BAR
+
 
 @register_edit
 class RegeneratePart(_PartEdit):
@@ -145,6 +226,8 @@ class RegeneratePart(_PartEdit):
     tool = "regenerate_part"
     button = "Regenerate part"
     verb = "regenerated"
+    flag = "--regenerate-part"
+    flag_help = "write this part of the prompt anew"
     help = "Regenerate one part of a MIDI song: that part is written anew, every other note stays."
     returns = "the MIDI with the part regenerated"
     fields = (EditField("part", "part", "bass", "Part",
@@ -157,6 +240,10 @@ class RegeneratePart(_PartEdit):
                                f"(it has {', '.join(V.GROUPS[g] for g in req.prompt.groups)})")
         return {"part": name, "infill_bars": None}
 
+    def density(self, song: Score, group: int) -> float:
+        """The original part's notes a bar where it plays."""
+        return part_density(song.notes[song.notes["group"] == group], song.bar_steps)
+
 
 @register_edit
 class Infill(Edit):
@@ -166,6 +253,9 @@ class Infill(Edit):
     help = ("Infill bars of a MIDI song: bars first_bar..last_bar are written anew, leading into the bars after "
             "them; every other bar stays note for note.")
     returns = "the MIDI with the bars infilled"
+    flag = "--infill-bars"
+    metavar = "FIRST-LAST"
+    flag_help = "write these bars of the prompt anew"
     fields = (EditField("first_bar", "bars", 2, "Infill from bar", "the first bar to write anew (1 = the song's first bar)."),
               EditField("last_bar", "bars", 3, "to bar",
                         "the last bar to write anew (at least first_bar, at most the song's last bar)."))
@@ -185,8 +275,32 @@ class Infill(Edit):
                                f"{n_bars} (the bars of the {LABELS['prompt']}; got {shown(value)})")
         return {"part": None, "infill_bars": (int(value[0]), int(value[1]))}
 
+    def parse_flag(self, text: str) -> dict[str, Any]:
+        first, _, last = text.partition("-")
+        try:
+            bars = (int(first), int(last or first))
+        except ValueError:
+            raise RequestError(f"{LABELS['infill_bars']}: write FIRST-LAST, e.g. 3-4 (got {text!r})") from None
+        return {"edit": self.name, "infill_bars": bars}
+
     def describe(self, req: Any) -> str:
         return "bars {}-{} infilled".format(*req.infill_bars)
+
+    def summary(self, req: Any, bars: int, kept_bars: int) -> str:
+        first, last = req.infill_bars
+        return f"bars {first}-{last} of {bars} prompt bars infilled"
+
+    def plan(self, req: Any) -> Plan:
+        """The bars before the span are the context, the bars after it the tail; the span is the song's parts."""
+        prompt = req.prompt
+        bar, notes = prompt.bar_steps, prompt.notes
+        first, last = req.infill_bars
+        lo, hi = (first - 1) * bar, last * bar
+        context, _, tail = split_notes(notes, lo, hi)
+        groups = prompt.groups
+        return Plan.of_song(prompt, context=context, tail=tail, allowed=groups,
+                            prefix_groups=groups, drums_flag=prompt.has_drums, played=set(groups), min_time=lo,
+                            new_end=hi, limit=prompt.span_steps, force_at=hi)
 
 
 def check_edit(req: Any, prompt: Score | None) -> tuple[Edit | None, dict[str, Any]]:

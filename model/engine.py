@@ -10,6 +10,7 @@ those.  `GenerationRequest.validate()` gives one clear ValueError for out-of-ran
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -110,6 +111,10 @@ class Engine:
 
 
 # ---- registry -------------------------------------------------------------------------------
+# The engine families, one module each in this package; importing one registers its engines.  They are
+# imported by name when the registry is first asked (they import this module, so this one cannot import them).
+FAMILIES = ("transformer", "recurrent", "style_vae", "vae_nn", "cnn")
+ORDER = ("transformer", "style-vae", "vae-nn", "cnn", "gru", "lstm", "multi-rnn")  # as listed; the first is the default
 _CLASSES: dict[str, type[Engine]] = {}
 _INSTANCES: dict[tuple[str, str | None], Engine] = {}
 _LOCK = threading.Lock()
@@ -122,9 +127,7 @@ def register(engine_class: type[Engine]) -> type[Engine]:
 
 
 def engine_names() -> list[str]:
-    """Registered engine names, the default (transformer) first, in the registry's ORDER."""
-    from .registry import ORDER
-
+    """Registered engine names, the default (transformer) first, in ORDER."""
     _load_builtin()
     return sorted(_CLASSES, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
@@ -148,5 +151,5 @@ def get_engine(name: str, checkpoint: str | os.PathLike | None = None) -> Engine
 
 
 def _load_builtin() -> None:
-    # Importing an engine module registers it (one file per engine family).
-    from . import registry  # noqa: F401
+    for family in FAMILIES:
+        importlib.import_module(f"{__package__}.{family}")

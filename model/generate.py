@@ -32,8 +32,10 @@ from tokenizer import MidiError, load_midi, write_midi
 from tokenizer import vocab as V
 
 from .adherence import adherence
+from .edits import EDITS
 from .engine import get_engine
-from .request import LABELS, MAX_BARS, SESSION_FORMAT, GenerationRequest, RequestError, prompt_bars
+from .request import MAX_BARS, GenerationRequest
+from .session import read_session
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,9 +68,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--chords", default=None, help="one chord a bar from bar 1, repeating, e.g. 'Dm Bb F C'")
     p.add_argument("--chord-bias", type=float, default=2.0, help="pull of the non-bass parts to chord tones")
     e = p.add_mutually_exclusive_group()
-    e.add_argument("--add-part", default=None, metavar="GROUP", help="add this part to the prompt's bars")
-    e.add_argument("--regenerate-part", default=None, metavar="GROUP", help="write this part of the prompt anew")
-    e.add_argument("--infill-bars", default=None, metavar="FIRST-LAST", help="write these bars of the prompt anew")
+    for edit in EDITS.values():
+        if edit.flag:
+            e.add_argument(edit.flag, default=None, dest=_dest(edit), metavar=edit.metavar, help=edit.flag_help)
     p.add_argument("--drum-kit", default=None, help="General MIDI drum kit: " + ", ".join(V.DRUM_KITS))
     p.add_argument("--session", default=None, metavar="SESSION_JSON",
                    help="make the variants of a studio zip's session.json again (other generation options ignored)")
@@ -94,20 +96,17 @@ def engine_options(args, engine) -> dict:
     return extra
 
 
+def _dest(edit) -> str:
+    return "edit_" + edit.name
+
+
 def edit_fields(args) -> dict:
-    """--add-part / --regenerate-part / --infill-bars -> the request's edit, part and infill_bars."""
-    if args.add_part is not None:
-        return {"edit": "add_part", "part": args.add_part}
-    if args.regenerate_part is not None:
-        return {"edit": "regenerate_part", "part": args.regenerate_part}
-    if args.infill_bars is not None:
-        first, _, last = args.infill_bars.partition("-")
-        try:
-            bars = (int(first), int(last or first))
-        except ValueError:
-            raise RequestError(f"{LABELS['infill_bars']}: write FIRST-LAST, e.g. 3-4 "
-                               f"(got {args.infill_bars!r})") from None
-        return {"edit": "infill", "infill_bars": bars}
+    """The edit's CLI option (--add-part, --regenerate-part, --infill-bars: `Edit.flag`) -> the request's edit
+    and the edit's fields (part, infill_bars); {} without one."""
+    for edit in EDITS.values():
+        text = getattr(args, _dest(edit), None) if edit.flag else None
+        if text is not None:
+            return edit.parse_flag(text)
     return {}
 
 
@@ -150,9 +149,10 @@ def main(argv=None) -> int:
         write_midi(s, path)
         files.append(str(path))
     per_s, unit = engine.speed()
-    bars = [s.length // s.bar_steps if s.length else s.n_bars for s in scores]
-    kept = prompt_bars(req.prompt) if req.prompt is not None else 0
-    new = [b - kept if req.edit in (None, "continue") else 0 for b in bars]
+    bars = [s.bars for s in scores]
+    kept = req.prompt.bars if req.prompt is not None else 0
+    extends = req.edit_kind is None or req.edit_kind.extends
+    new = [b - kept if extends else 0 for b in bars]
     print(json.dumps({
         "engine": args.engine, "seed": seed, "files": files,
         "notes_per_group": [s.notes_per_group() for s in scores],
@@ -168,28 +168,20 @@ def replay(session_file: str, out: Path, checkpoint: str | None = None) -> int:
     """Make every variant of a session.json (the studio's zip) again: each distinct request once, with its
     engine, checkpoint (or `checkpoint`), prompt and seed; writes variant-N.mid into `out` and prints one JSON
     line naming them."""
-    base = Path(session_file).parent
     try:
-        session = json.loads(Path(session_file).read_text())
-        if not isinstance(session, dict) or session.get("format") != SESSION_FORMAT:
-            raise ValueError(f"{session_file} is not a MIDI Bangers session.json (no format {SESSION_FORMAT!r})")
+        entries = read_session(session_file)
         out.mkdir(parents=True, exist_ok=True)
         made: dict[str, list] = {}
         files = []
-        for entry in session["variants"]:
-            ref = entry.get("reference")
-            prompt = entry.get("prompt")
-            prompt_score = load_midi(base / prompt["file"]).first_bars(int(prompt["bars"])) if prompt else None
-            reference = load_midi(base / ref["file"]) if ref else None
-            req = GenerationRequest.from_json(entry["request"], prompt_score, reference)
-            key = json.dumps([entry["engine"], entry.get("checkpoint"), entry["request"], prompt, ref], sort_keys=True)
+        for entry in entries:
+            key = entry.recipe_key()
             if key not in made:
-                engine = get_engine(entry["engine"], checkpoint or entry.get("checkpoint"))
-                made[key] = engine.generate(engine.restrict(req).validate())
-            path = out / f"variant-{int(entry['variant'])}.mid"
-            write_midi(made[key][int(entry.get("result_index", 0))], path)
+                engine = get_engine(entry.engine, checkpoint or entry.checkpoint)
+                made[key] = engine.generate(engine.restrict(entry.request).validate())
+            path = out / f"variant-{entry.variant}.mid"
+            write_midi(made[key][entry.result_index], path)
             files.append(str(path))
-    except (KeyError, TypeError, IndexError) as e:
+    except IndexError as e:
         print(f"error: {session_file}: a session entry lacks or mistypes {e}", file=sys.stderr)
         return 2
     except (ValueError, MidiError, OSError) as e:
@@ -200,18 +192,12 @@ def replay(session_file: str, out: Path, checkpoint: str | None = None) -> int:
 
 
 def summary(req, score, kept_bars: int) -> str:
-    """One line: what was made, e.g. "8 prompt bars + 8 new bars (3/4, 153 BPM)"."""
-    bars = score.length // score.bar_steps if score.length else score.n_bars
+    """One line: what was made, e.g. "8 prompt bars + 8 new bars (3/4, 153 BPM)" (the edit's `summary`)."""
+    bars = score.bars
     meter = f"({score.time_signature[0]}/{score.time_signature[1]}, {score.bpm:g} BPM)"
-    if req.edit in ("add_part", "regenerate_part"):
-        verb = "added" if req.edit == "add_part" else "regenerated"
-        return f"{req.part} part {verb} over {bars} prompt bars {meter}"
-    if req.edit == "infill":
-        first, last = req.infill_bars
-        return f"bars {first}-{last} of {bars} prompt bars infilled {meter}"
-    if req.prompt is not None:
-        return f"{kept_bars} prompt bars + {bars - kept_bars} new bars {meter}"
-    return f"{bars} new bars {meter}"
+    edit = req.edit_kind
+    made = f"{bars} new bars" if edit is None else edit.summary(req, bars, kept_bars)
+    return f"{made} {meter}"
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@
 model.  Both generate over a sliding window of the last `seq_len` steps (the training length).
 Training and held-out evaluation: training/tasks/recurrent.py.
 
-Key and chords (`model.sampling.PitchLock`, the rule every engine applies): every pitched note in the key's
+Key and chords (`model.sampling.pitch.PitchLock`, the rule every engine applies): every pitched note in the key's
 scale (without a key, in the chords' notes), the bass on its bar's chord tones, a chord-tone pull
 (`chord_bias`) for the other pitched parts, drums exempt.  gru and lstm shift their token logits (a chord
 token with one forbidden pitch is forbidden) and keep the model's odds of a new note against hold and rest
@@ -44,7 +44,8 @@ from tokenizer.score import cut_at
 from . import checkpoint as ckpt
 from .engine import Engine, GenerationRequest, register
 from .rollwindows import output_groups
-from .sampling import PitchLock, SamplingParams, apply_temperature, lock_notes, sample_token
+from .sampling.filters import SamplingParams, apply_temperature, sample_token
+from .sampling.pitch import PitchLock, lock_notes
 
 NEG = float("-inf")
 

@@ -20,7 +20,7 @@ from tokenizer import Score
 from tokenizer import harmony as H
 from tokenizer import vocab as V
 
-from .edits import EDITS, check_edit  # noqa: F401 (EDITS re-exported)
+from .edits import EDITS, Edit, check_edit, edit_of  # noqa: F401 (EDITS re-exported)
 from .fields import LABELS, RequestError, real_number, shown, whole_number  # noqa: F401 (re-exported)
 
 # Limits shared by the page, the CLI and the API.
@@ -176,6 +176,12 @@ class GenerationRequest:
         return self.prompt.drum_kit if self.prompt is not None else 0
 
     @property
+    def edit_kind(self) -> Edit | None:
+        """The Edit this request makes of its prompt (`model.edits`): its `edit`, or a continuation for a prompt
+        without one; None without a prompt (free generation)."""
+        return edit_of(self)
+
+    @property
     def group_ids(self) -> list[int]:
         return [V.GROUPS.index(g) for g in self.groups]
 
@@ -221,5 +227,8 @@ class GenerationRequest:
         """The editing controls this request asks for (an engine without one refuses the request)."""
         used = {"key"} if self.key not in (None, "") else set()
         used |= {"chords"} if self.chords not in (None, "") else set()
-        used |= {"edit"} if self.edit not in (None, "", "continue") else set()
+        if self.edit not in (None, ""):
+            kind = EDITS.get(self.edit) if isinstance(self.edit, str) else None
+            control = "edit" if kind is None else kind.control  # an unknown edit: validate() refuses it
+            used |= {control} if control else set()
         return used

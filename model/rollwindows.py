@@ -43,7 +43,7 @@ from tokenizer.pianoroll import (  # noqa: F401  (the window geometry, re-export
 from tokenizer.score import cut_at
 
 from .engine import Engine, GenerationRequest
-from .sampling import PitchLock
+from .sampling.pitch import PitchLock
 
 HARMONY = TRACKS[1:]  # the tracks that follow the piano: guitar, bass, strings, drums
 PACKED_WINDOW = (N_TRACKS, WINDOW, PITCHES // 8)  # a window as stored in a checkpoint (packed bits)
@@ -98,15 +98,11 @@ def output_groups(req: GenerationRequest) -> dict[int, int]:
     return out
 
 
-def prompt_offset(prompt: Score) -> int:
-    return prompt.length if prompt.length else prompt.n_bars * prompt.bar_steps
-
-
 def prompt_window(prompt: Score) -> np.ndarray:
     """The window a continuation starts from: the last 32 pianoroll steps before the prompt's end
     (for a prompt of 4 bars or less: its first window, silence-padded; if the prompt ends with 4 or
     more silent bars: the 32 steps up to its last note).  (5, 32, 128) bool."""
-    end = -(-prompt_offset(prompt) // CELL)
+    end = -(-prompt.span_steps // CELL)
     roll = score_to_pianoroll(prompt, STEPS_PER_BEAT, n_steps=end)  # (5, end, 128)
     active = np.flatnonzero(roll.any((0, 2)))
     if len(active) and active[-1] < end - WINDOW:  # a silent ending: start from the last window with notes
@@ -145,7 +141,7 @@ def windows_to_scores(req: GenerationRequest, rolls: np.ndarray) -> list[Score]:
     after the prompt when there is one."""
     out_group = output_groups(req)
     prompt = req.prompt
-    offset = prompt_offset(prompt) if prompt is not None else 0
+    offset = prompt.span_steps if prompt is not None else 0
     limit = req.bars * V.STEPS_PER_BAR
     scores = []
     for b in range(rolls.shape[0]):
@@ -183,7 +179,7 @@ def lock_shifts(req: GenerationRequest, n: int) -> torch.Tensor | None:
     lock = PitchLock.of(req, prompt.bar_steps if prompt is not None else V.STEPS_PER_BAR)
     if lock is None:
         return None
-    onsets = (prompt_offset(prompt) if prompt is not None else 0) + torch.arange(n * WINDOW) * CELL
+    onsets = (prompt.span_steps if prompt is not None else 0) + torch.arange(n * WINDOW) * CELL
     out = torch.zeros(n * WINDOW, N_TRACKS, PITCHES)
     for tr in range(N_TRACKS):
         if tr != DRUM_TRACK:

@@ -24,7 +24,7 @@ batch.  Chaining: segment k+1's z_c = rho * z_k + sqrt(1 - rho^2) * noise, a sta
 prior, so neighbouring segments share content and the piece drifts instead of jumping.  Instruments:
 the pitch softmax is masked to the requested groups (and drums iff asked), so the style decides the
 rhythm and voicing and the musician decides who plays it.  A key (and chords) shift the pitch logits at
-each event's onset (model.sampling.PitchLock: pitched groups in the scale, the bass on its bar's chord
+each event's onset (model.sampling.pitch.PitchLock: pitched groups in the scale, the bass on its bar's chord
 tones, a chord-tone pull for the others; drums exempt), each group keeping the model's odds that it plays
 the event (so a locked bass is not crowded out).  Style transfer: an uploaded MIDI is cut into segments,
 each encoded to its mean mu (its content), and decoded with the requested style.
@@ -52,7 +52,8 @@ from tokenizer.score import cut_at
 
 from . import checkpoint as ckpt
 from .engine import Engine, GenerationRequest, register
-from .sampling import PitchLock, SamplingParams, lock_notes, sample_token
+from .sampling.filters import SamplingParams, sample_token
+from .sampling.pitch import PitchLock, lock_notes
 
 
 # ---- config ---------------------------------------------------------------------------------------

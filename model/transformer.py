@@ -25,7 +25,8 @@ from tokenizer import vocab as V
 
 from . import checkpoint as ckpt
 from .engine import Engine, GenerationRequest, register
-from .sampling import SamplingParams, sample_scores
+from .sampling.decode import sample_scores
+from .sampling.filters import SamplingParams
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,7 @@
-"""The live piano roll: a compact JSON description of a score (`roll_data`) and a gr.HTML component
-(`roll_html`) that draws it on a <canvas>, with a playhead that follows the variant's gr.Audio player.
+"""The live piano roll's data: a compact JSON description of a score (`roll_data`) that the page's roll
+component (page/roll.py, `roll_html`) draws on a <canvas>, with a playhead that follows the variant's player.
 
     data = roll_data(score, audio_seconds=4.2)       # JSON-able dict (or None for "no roll")
-    roll = roll_html("live-roll-1", "audio-1")       # in a gr.Blocks; its value is such a dict
 
 The roll draws the same colours and part names as the PNG of render/pianoroll.py, pitched parts on one
 pitch axis and drums on their own lane below (one row per drum sound, named by its GM drum name), bar
@@ -21,7 +20,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import gradio as gr
 import numpy as np
 
 from tokenizer import Score
@@ -116,23 +114,7 @@ def _static(name: str) -> str:
     return (STATIC / name).read_text(encoding="utf-8")
 
 
-ROLL_JS = _static("roll.js")
+ROLL_JS = _static("roll.js")  # the browser side, served inline by the page (page/roll.py)
 ROLL_CSS = _static("roll.css")
-# Inline, so the page loads nothing from elsewhere; gr.HTML injects a given inline script only once
-# however many rolls carry it.
-ROLL_HEAD = f"<script>\n{ROLL_JS}\n</script>"
 if "</script" in ROLL_JS.lower():
     raise RuntimeError("render/static/roll.js may not contain '</script': it is served inline")
-ROLL_TEMPLATE = ('<div class="mb-roll"><div class="mb-legend"></div>'
-                 '<div class="mb-stage"><canvas class="mb-canvas"></canvas><div class="mb-sel"></div>'
-                 '<div class="mb-head"></div></div></div>')
-ROLL_JS_ON_LOAD = "MidiBangersRoll.mount(element, props, trigger, watch);"
-
-
-def roll_html(elem_id: str, audio_elem_id: str, value: dict | None = None, **kwargs: Any) -> gr.HTML:
-    """A gr.HTML that draws a `roll_data` dict (its value; None shows an empty box) and follows the
-    gr.Audio with elem_id `audio_elem_id`.  Extra keyword arguments go to gr.HTML (visible, ...).
-    Its `select` event carries the bars chosen on the roll (see the module docstring)."""
-    return gr.HTML(value, html_template=ROLL_TEMPLATE, css_template=ROLL_CSS, js_on_load=ROLL_JS_ON_LOAD,
-                   head=ROLL_HEAD, apply_default_css=False, elem_id=elem_id, audio_elem_id=audio_elem_id,
-                   **kwargs)

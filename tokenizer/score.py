@@ -140,6 +140,17 @@ class Score:
         onsets reach."""
         return self.length // self.bar_steps if self.length else self.n_bars
 
+    @property
+    def span_steps(self) -> int:
+        """Steps the score spans on the bar grid: its length when set, else the whole bars its onsets reach."""
+        return self.length if self.length else self.n_bars * self.bar_steps
+
+    @property
+    def sounding_bars(self) -> int:
+        """Bars up to the end of the score's length or of its last sounding note, whichever is later (a note
+        ringing past the last bar line adds a bar)."""
+        return -(-max(self.length or 0, self.end_step) // self.bar_steps)
+
     def notes_per_group(self) -> dict[str, int]:
         g, c = np.unique(self.notes["group"], return_counts=True)
         return {V.GROUPS[int(i)]: int(k) for i, k in zip(g, c)}

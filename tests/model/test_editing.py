@@ -204,6 +204,42 @@ def test_cli_edits_and_figures(env_checkpoints, tmp_path, capsys):
     assert "Edit: regenerate part needs an uploaded MIDI file" in capsys.readouterr().err
 
 
+def test_an_edit_kind_is_one_registered_class(monkeypatch):
+    """A class registered in model.edits brings its CLI option, its request fields, its summary and its plan:
+    the request, the CLI and the sampler ask the registry, not the edit's name."""
+    from model import edits as ED
+    from model.generate import edit_fields, parser, summary
+    from model.sampling.plan import plan_request
+
+    class Echo(ED.Edit):
+        name = "echo"
+        flag, metavar, flag_help = "--echo", "N", "continue the prompt by N bars, as an edit"
+
+        def parse_flag(self, text):
+            return {"edit": self.name, "bars": int(text)}
+
+        def summary(self, req, bars, kept_bars):
+            return f"{bars - kept_bars} bars echoed"
+
+        def plan(self, req):
+            return ED.EDITS[ED.DEFAULT_EDIT].plan(req)
+
+    monkeypatch.setitem(ED.EDITS, Echo.name, Echo())
+    fields = edit_fields(parser().parse_args(["--echo", "2"]))
+    assert fields == {"edit": "echo", "bars": 2}
+    song = prompt(WALTZ, 4)
+    req = GenerationRequest(prompt=song, **fields).validate()
+    assert req.edit_kind is ED.EDITS["echo"] and req.controls_used() == {"edit"}
+    cont = GenerationRequest(prompt=song, bars=2).validate()
+    assert cont.edit_kind.name == ED.DEFAULT_EDIT and cont.controls_used() == set()
+    assert GenerationRequest(bars=2).validate().edit_kind is None
+    assert vars(plan_request(req)).keys() == vars(plan_request(cont)).keys()
+    assert plan_request(req).limit == plan_request(cont).limit == 6 * song.bar_steps
+    out = T.Score(song.notes, song.bpm, song.time_signature, length=6 * song.bar_steps)
+    assert summary(req, out, 4) == "2 bars echoed (3/4, 153 BPM)"
+    assert summary(cont, out, 4) == "4 prompt bars + 2 new bars (3/4, 153 BPM)"
+
+
 def test_edits_across_long_silences_and_beyond_the_context(tiny_engine):
     """Kept notes more than MAX_SHIFT apart (rest triples between them) and a prompt longer than the tiny
     model's 96-token context (the decoder slides while notes are forced in)."""
@@ -233,7 +269,7 @@ def test_added_part_is_pulled_to_the_corpus_density_of_its_group(tiny_engine, mo
     """An added part plays about as many notes a bar as real parts of its group (the corpus median,
     PART_DENSITY), in its register; without the density pull it is much sparser (the tiny model: about 0.95
     of the target with it, 0.2 without; the shipped model: docs/runs/edits-density.log)."""
-    import model.sampling as S
+    import model.sampling.rules as S
 
     def shares():
         got = []

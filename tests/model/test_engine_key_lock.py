@@ -13,7 +13,7 @@ from model import rollwindows as RW
 from model.adherence import adherence
 from model.engine import get_engine
 from model.request import GenerationRequest, RequestError
-from model.sampling import PitchLock, lock_notes
+from model.sampling.pitch import PitchLock, lock_notes
 from tests.conftest import MIDI_FIXTURES
 from tokenizer import harmony as H
 from tokenizer import load_midi

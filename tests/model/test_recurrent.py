@@ -18,7 +18,7 @@ import tokenizer as T
 from model import checkpoint as ckpt
 from model import recurrent as R
 from model.engine import GenerationRequest, engine_class, get_engine
-from model.sampling import SamplingParams
+from model.sampling.filters import SamplingParams
 from tokenizer import melody as M
 from tokenizer import vocab as V
 from tokenizer.pianoroll import TRACKS

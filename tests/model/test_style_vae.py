@@ -14,7 +14,7 @@ import tokenizer as T
 from model import checkpoint as ckpt
 from model import style_vae as S
 from model.engine import GenerationRequest, get_engine
-from model.sampling import SamplingParams
+from model.sampling.filters import SamplingParams
 from tests.conftest import MIDI_FIXTURES
 from tokenizer import vocab as V
 from tokenizer.events import HEADER, N_PITCH, notes_to_events, pack_segment

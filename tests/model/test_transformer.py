@@ -5,7 +5,7 @@ from x_transformers import AutoregressiveWrapper
 
 import tokenizer as T
 from model.engine import GenerationRequest
-from model.sampling import top_k_filter, top_p_filter
+from model.sampling.filters import top_k_filter, top_p_filter
 from model.transformer import PRESETS, FastDecoder, TransformerEngine, build_model
 from tests.conftest import MIDI_FIXTURES
 from tokenizer import vocab as V
@@ -145,7 +145,9 @@ def test_a_request_without_a_style_lets_the_model_pick_one():
     among the style tokens) and the body is decoded after it; a model that expects a shift is not."""
     from types import SimpleNamespace
 
-    from model.sampling import STYLE_MASK, SamplingParams, sample_scores
+    from model.sampling.decode import sample_scores
+    from model.sampling.filters import SamplingParams
+    from model.sampling.grammar import STYLE_MASK
 
     class Fake:
         """Flat logits, except after the bare prefix: `first` tokens get +10."""

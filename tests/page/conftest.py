@@ -25,15 +25,15 @@ UPLOAD_CAP_BYTES = 1024 * 1024  # small, so that a test can go past it with a fe
 def app_server(checkpoint_root):
     """(url, store, uploads): the studio launched in-process on a free loopback port, with its output
     folders and the uploads in its Gradio cache (small caps); closed at the end."""
-    import app
-    from studio import OutputStore, UploadCache
+    from page import build_demo, serve
+    from studio import OutputStore, Studio, UploadCache
 
     cache = Path(os.environ["GRADIO_TEMP_DIR"])  # Gradio's cache: uploads, and our outputs inside it
     store = OutputStore(cache / "midi-bangers", keep=6)
     uploads = UploadCache(cache, keep=64, max_bytes=UPLOAD_CAP_BYTES)
-    demo = app.build_demo(store, uploads)
+    demo = build_demo(Studio(store, uploads))
     port = free_port()
-    app.serve(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
+    serve(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/", store, uploads
     finally:

@@ -23,13 +23,15 @@ SLOTS = 8
 OPENMSX = sorted(Path("/usr/share/games/openttd/baseset/openmsx").glob("*.mid"))
 
 
-def call(client, *, engine="transformer", groups=("piano", "bass"), drums=True, bars=4, variants=2,
-         temperature=1.0, top_p=0.95, top_k=0, seed="1234", bpm=120, style="none", midi=None, prompt_bars=4,
-         noise_sd=0.75, alpha=0.5, reference="none", reference_midi=None):
-    groups = list(groups) if isinstance(groups, tuple) else groups  # other values are sent as they are
-    return client.predict(engine, groups, drums, bars, variants, temperature, top_p, top_k, seed, bpm, style,
-                          handle_file(str(midi)) if midi else None, prompt_bars, noise_sd, alpha, reference,
-                          handle_file(str(reference_midi)) if reference_midi else None, api_name="/generate")
+def call(client, **values):
+    """/generate with page values by name (the rest take the API's defaults); files are uploaded first."""
+    values = {"seed": "1234", "bars": 4, "variants": 2, **values}
+    for name in ("midi", "reference_midi"):
+        if values.get(name):
+            values[name] = handle_file(str(values[name]))
+    if isinstance(values.get("groups"), tuple):  # other values are sent as they are
+        values["groups"] = list(values["groups"])
+    return client.predict(**values, api_name="/generate")
 
 
 def test_api_lists_generate(client):
@@ -169,13 +171,13 @@ def test_page_labels_are_the_names_in_messages(client):
 
 
 def test_an_internal_failure_is_an_apology_and_a_log_line(client, monkeypatch, caplog):
-    import studio
+    from studio import pipeline
 
     def broken(*args, **kwargs):
         raise ValueError("secret internals")
 
-    monkeypatch.setattr(studio, "draw_pianoroll", broken)
-    with caplog.at_level("ERROR", logger="app"), pytest.raises(AppError) as e:
+    monkeypatch.setattr(pipeline, "draw_pianoroll", broken)
+    with caplog.at_level("ERROR", logger="page"), pytest.raises(AppError) as e:
         call(client, variants=1, bars=1)
     msg = str(e.value)
     assert msg.startswith("Sorry, something went wrong") and "secret" not in msg and "ValueError" not in msg, msg
@@ -253,41 +255,39 @@ def test_named_edit_endpoints_take_a_midi_and_return_midi_mp3_roll(client):
     """/add_part, /regenerate_part, /continue and /infill: a MIDI file in; MIDI, MP3, roll and summary out."""
     out = call(client, groups=("piano", "bass"), drums=True, bars=2, variants=1, seed="21")
     song = out[5]
-    mid, mp3, png, summary = client.predict(handle_file(song), "strings", seed="3", api_name="/add_part")
+    mid, mp3, png, summary = client.predict(midi=handle_file(song), part="strings", seed="3", api_name="/add_part")
     assert "strings part added" in summary and _notes(song) <= _notes(mid)
     assert "strings" in load_midi(mid).notes_per_group() and len(decode_audio(mp3)) > 0
     with Image.open(png) as im:
         assert im.format == "PNG"
-    mid2, _, _, summary = client.predict(handle_file(mid), "bass", seed="4", api_name="/regenerate_part")
+    mid2, _, _, summary = client.predict(midi=handle_file(mid), part="bass", seed="4", api_name="/regenerate_part")
     others = {n for n in _notes(mid) if n[1] != 4}  # every note but the bass (group 4) stays
     assert "bass part regenerated" in summary and others <= _notes(mid2)
-    mid3, _, _, summary = client.predict(handle_file(song), 1, seed="5", api_name="/continue")
+    mid3, _, _, summary = client.predict(midi=handle_file(song), bars=1, seed="5", api_name="/continue")
     assert "continued by 1 bars" in summary and load_midi(mid3).n_bars <= 3 and _notes(song) <= _notes(mid3)
-    mid4, _, _, summary = client.predict(handle_file(song), 2, 2, seed="6", api_name="/infill")
+    mid4, _, _, summary = client.predict(midi=handle_file(song), first_bar=2, last_bar=2, seed="6", api_name="/infill")
     assert "bars 2-2 infilled" in summary
     bar1 = {n for n in _notes(song) if n[0] < 32}
     assert bar1 <= _notes(mid4)  # bar 1 stays note for note
     with pytest.raises(AppError, match="^Part: the MIDI file already has a piano part"):
-        client.predict(handle_file(song), "piano", api_name="/add_part")
+        client.predict(midi=handle_file(song), part="piano", api_name="/add_part")
     with pytest.raises(AppError, match="^Infill bars must be"):
-        client.predict(handle_file(song), 2, 9, api_name="/infill")
+        client.predict(midi=handle_file(song), first_bar=2, last_bar=9, api_name="/infill")
 
 
 def test_key_chords_and_drum_kit_through_generate(client):
     from tokenizer import harmony as H
 
-    out = client.predict("transformer", ["piano", "bass"], True, 2, 1, 1.0, 0.95, 0, "8", 120, "none", None, 4,
-                         0.75, 0.5, "none", None, "D minor", "Dm Bb", "tr-808", api_name="/generate")
+    out = call(client, groups=["piano", "bass"], bars=2, variants=1, seed="8", key="D minor", chords="Dm Bb",
+               drum_kit="tr-808")
     s = load_midi(out[5])
     pitched = s.notes[s.notes["group"] != 11]
     assert len(pitched) and H.in_key_share(pitched, H.parse_key("D minor")) == 1.0
     assert s.drum_kit == 25 and "in key 100%" in out[1] and "tr-808 kit" in out[1]
     with pytest.raises(AppError, match="^Key: "):
-        client.predict("transformer", ["piano"], True, 1, 1, 1.0, 0.95, 0, "8", 120, "none", None, 4, 0.75, 0.5,
-                       "none", None, "H lydian", "", "none", api_name="/generate")
+        call(client, groups=["piano"], bars=1, variants=1, key="H lydian")
     with pytest.raises(AppError, match="^Drum kit: unknown kit"):
-        client.predict("transformer", ["piano"], True, 1, 1, 1.0, 0.95, 0, "8", 120, "none", None, 4, 0.75, 0.5,
-                       "none", None, "none", "", "cowbell", api_name="/generate")
+        call(client, groups=["piano"], bars=1, variants=1, drum_kit="cowbell")
 
 
 def test_mcp_server_lists_the_tools(app_server):

@@ -33,7 +33,7 @@ def test_generate_edit_undo_and_play_in_a_real_browser(app_server, browser, tmp_
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
 
-    from tests.render.test_roll_browser import FIND_MEDIA
+    from tests.page.test_roll_browser import FIND_MEDIA
 
     url = app_server[0]
     browser.get(url)

@@ -1,4 +1,4 @@
-"""The live piano roll's data (render.roll.roll_data) and its gr.HTML component (render.roll.roll_html)."""
+"""The live piano roll's data (render.roll.roll_data); its gr.HTML component is tested in tests/page/test_roll.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from render.pianoroll import GROUP_COLORS
-from render.roll import GM_DRUMS, ROLL_HEAD, roll_data, roll_html
+from render.roll import GM_DRUMS, roll_data
 from tokenizer import Score, load_midi, make_notes
 from tokenizer import vocab as V
 
@@ -97,17 +97,3 @@ def test_real_midi(path):
             assert d["pitch_range"][0] <= notes[:, 2].min() and notes[:, 2].max() <= d["pitch_range"][1]
     if len(pitched):
         assert d["pitch_range"][0] <= pitched["pitch"].min() and pitched["pitch"].max() <= d["pitch_range"][1]
-
-
-def test_roll_html_component_is_self_contained():
-    import gradio as gr
-
-    with gr.Blocks():
-        roll = roll_html("live-roll-1", "audio-1", value=roll_data(waltz()))
-    assert isinstance(roll, gr.HTML) and roll.elem_id == "live-roll-1"
-    assert roll.props["audio_elem_id"] == "audio-1"
-    assert roll.head == ROLL_HEAD and "MidiBangersRoll" in ROLL_HEAD
-    assert "http" not in ROLL_HEAD and "src=" not in ROLL_HEAD  # nothing fetched from elsewhere
-    assert roll.value["parts"][0]["name"] == "piano"
-    # gr.HTML reads its css_template as a Handlebars + JS template string: nothing in it may look like one
-    assert not any(s in roll.css_template for s in ("`", "${", "{{"))

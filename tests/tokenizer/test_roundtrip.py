@@ -102,3 +102,15 @@ def test_empty_score_round_trip():
     tokens = encode(score)
     assert tokens.tolist() == [V.START, V.DRUMS_OFF, V.END]
     assert len(decode(tokens).notes) == 0
+
+
+def test_bar_counts_of_a_score():
+    """`bars`: the length's whole bars, else the bars the onsets reach; `sounding_bars`: up to the later of the
+    length and the last note's end; `span_steps`: the length, else the onsets' whole bars."""
+    s = Score(make_notes([0, 70], [8, 32], [4, 4], [0, 0], [60, 62]), time_signature=(3, 4))  # 24-step bars
+    assert (s.bar_steps, s.bars, s.sounding_bars, s.span_steps) == (24, 3, 5, 72)
+    cut = s.first_bars(3)
+    assert (cut.length, cut.bars, cut.sounding_bars, cut.span_steps) == (72, 3, 3, 72)
+    longer = Score(s.notes, time_signature=(3, 4), length=240)
+    assert (longer.bars, longer.sounding_bars, longer.span_steps) == (10, 10, 240)
+    assert (Score().bars, Score().sounding_bars, Score().span_steps) == (0, 0, 0)

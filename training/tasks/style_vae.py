@@ -31,7 +31,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from model.sampling import SamplingParams
+from model.sampling.filters import SamplingParams
 from model.style_vae import PRESETS, StyleVAE, StyleVAEConfig, StyleVAEEngine, build_model
 from tokenizer import vocab as V
 from tokenizer.codec import piece_notes

@@ -57,9 +57,10 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def roll_page(tmp_path_factory):
     """(url, audio seconds, roll seconds): a page with one roll following one gr.Audio, served in-process."""
+    from page.roll import roll_html
     from render import render_mp3
     from render.audio import RenderError
-    from render.roll import roll_data, roll_html
+    from render.roll import roll_data
     from tests.render.test_roll import waltz
 
     tmp = tmp_path_factory.mktemp("roll-page")

@@ -1,0 +1,142 @@
+"""The transformer's batched decoding loop: the style pick, the prefill and the slide.
+
+Every training prefix of the shipped corpus ends with a style token: for a request without a style, a model
+that expects one (more probability on style tokens than on shifts after the prefix) picks it per variant, sampled
+from its own distribution over style tokens, rather than decode after a prefix it never saw (its first shift
+was then noise: a silent first bar or more in 12 of 20 results, docs/runs/silent-bars.log).
+All variants run in one batch; a seeded torch.Generator makes a request reproducible.
+Beyond the context window the decoder slides: the prefix plus the most recent half window is
+re-encoded, aligned to whole notes.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from tokenizer import Score, control_prefix, decode_notes, encode_notes
+from tokenizer import vocab as V
+from tokenizer.score import cut_at
+
+from .filters import SamplingParams, sample_token
+from .grammar import SHIFT_MASK, STYLE_MASK, Grammar
+from .pitch import pitch_controls
+from .plan import Plan, plan_request
+from .rules import constrain
+
+
+def pick_style(decoder, prefix: torch.Tensor, params: SamplingParams, gen: torch.Generator) -> torch.Tensor:
+    """(B, P) control prefix without a style -> the same with a style token per variant appended, sampled from
+    the model's distribution over style tokens, when it expects one (more probability on style tokens than on
+    shifts); else the prefix unchanged."""
+    device = prefix.device
+    decoder.reset(prefix.shape[0])
+    first = decoder(prefix).float()
+    probs = torch.softmax(first[0], -1)
+    if probs[STYLE_MASK.to(device)].sum() > probs[SHIFT_MASK.to(device)].sum():
+        style = sample_token(first.masked_fill(~STYLE_MASK.to(device), float("-inf")), params, gen)
+        return torch.cat([prefix, style[:, None]], 1)
+    return prefix
+
+
+class Window:
+    """The decoder's view of the streams: the control prefix plus the body tokens in `buf` (B, max body); past
+    the context window it slides to the prefix plus the most recent half window, aligned to whole notes."""
+
+    def __init__(self, decoder, prefix: torch.Tensor, buf: torch.Tensor):
+        self.decoder, self.prefix, self.buf = decoder, prefix, buf
+        self.ctx = decoder.cfg.max_seq_len
+        self.keep = max(3, (self.ctx - prefix.shape[1]) // 2 // 3 * 3)  # body tokens kept when sliding
+
+    def prefill(self, n_body: int) -> torch.Tensor:
+        """Encode the prefix and the body's first `n_body` tokens (the last that fit) afresh; the logits."""
+        kept = n_body if self.prefix.shape[1] + n_body <= self.ctx - 1 else min(n_body, self.keep)
+        kept -= (3 - (n_body - kept) % 3) % 3  # the window's body starts at a note boundary
+        window = torch.cat([self.prefix, self.buf[:, n_body - kept:n_body]], 1)
+        self.decoder.reset(self.buf.shape[0])
+        return self.decoder(window)
+
+    def feed(self, tok: torch.Tensor, n: int, fix_durvel: torch.Tensor) -> torch.Tensor:
+        """The logits after body token `tok` (at n - 1 in `buf`); where `fix_durvel` is set (>= 0) the triple's
+        durvel (at n - 2) is replaced first: the kept note gets its own, a skip the rest durvel."""
+        decoder, buf = self.decoder, self.buf
+        fix = fix_durvel >= 0
+        if bool(fix.any()):  # then both tokens again
+            buf[:, n - 2] = torch.where(fix, fix_durvel, buf[:, n - 2])
+            if decoder.pos + 1 > self.ctx:
+                return self.prefill(n)
+            decoder.pos -= 1  # the kept durvel was the last token fed: overwrite it
+            return decoder(buf[:, n - 2:n])
+        if decoder.pos >= self.ctx:
+            return self.prefill(n)
+        return decoder(tok[:, None])
+
+
+def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: SamplingParams, gen: torch.Generator,
+         progress: Callable[[float], None] | None) -> int:
+    """Sample body tokens into `window.buf` from position `n` until every variant is done (or the buffer is
+    full); the body length reached."""
+    plan = grammar.plan
+    logits = window.prefill(n)
+    span = max(plan.new_end - plan.min_time, 1)
+    while not bool(grammar.done.all()) and n < max_body:
+        tok = sample_token(constrain(grammar, logits.float()), params, gen)
+        grammar.update(tok)
+        window.buf[:, n] = tok
+        n += 1
+        if progress is not None and grammar.slot == 0:
+            progress(min(1.0, float((grammar.time.min() - plan.min_time).clamp(min=0)) / span))
+        if bool(grammar.done.all()):
+            break
+        logits = window.feed(tok, n, grammar.fix_durvel)
+    return n
+
+
+def _scores(req, plan: Plan, grammar: Grammar, buf: torch.Tensor, n_context: int, n: int,
+            start_time: int) -> list[Score]:
+    """Each variant's sampled body decoded after the context, with the tail, cut at the piece's end."""
+    scores = []
+    for b in range(buf.shape[0]):
+        end = int(grammar.end_len[b]) if grammar.end_len[b] >= 0 else (n - n_context) // 3 * 3
+        cont = buf[b, n_context: n_context + end].cpu().numpy()
+        notes, _ = decode_notes(cont, start_step=start_time)
+        notes = cut_at(np.concatenate([plan.context, notes, plan.tail]), plan.limit)
+        scores.append(Score(notes, bpm=plan.bpm, time_signature=plan.time_signature, style=req.style,
+                            length=plan.limit))
+    return scores
+
+
+def sample_scores(decoder, req, params: SamplingParams, progress: Callable[[float], None] | None = None,
+                  max_notes_per_bar: int = 96) -> tuple[list[Score], int]:
+    """Generate req.variants scores with `decoder` (FastDecoder-like: reset(batch), __call__(tokens)->logits,
+    .pos, .cfg.max_seq_len).  Returns (scores, number of sampled tokens across the batch)."""
+    B = req.variants
+    device = getattr(decoder, "device", torch.device("cpu"))
+    gen = torch.Generator(device=device).manual_seed(int(req.seed))
+    plan = plan_request(req)
+    body0 = encode_notes(plan.context)
+    start_time = int(plan.context["onset"][-1]) if len(plan.context) else 0
+    prefix = control_prefix([g for g in plan.prefix_groups if g != V.DRUM_GROUP], plan.drums_flag, req.style)
+    max_notes = max_notes_per_bar * plan.span_bars
+    bar_notes = max_notes_per_bar // plan.bar_note_divisor
+    grammar = Grammar(B, plan, start_time, max_notes=max_notes, bar_notes=bar_notes,
+                      pitch=pitch_controls(req, plan), device=device)
+    max_body = len(body0) + 3 * (max_notes + len(plan.kept) + plan.limit // V.MAX_SHIFT + 2)
+    if len(plan.kept):
+        max_body += 3 * (plan.new_end - plan.min_time)  # skips (each moves time on)
+
+    prefix_t = torch.tensor(prefix, dtype=torch.long, device=device).expand(B, -1)
+    styled = prefix_t
+    if req.style is None:  # a model trained on prefixes that end with a style expects one: it picks it
+        styled = pick_style(decoder, prefix_t, params, gen)
+    body = torch.tensor(body0, dtype=torch.long, device=device).expand(B, -1).clone()  # (B, n)
+    buf = torch.zeros(B, max_body + 3, dtype=torch.long, device=device)
+    buf[:, : body.shape[1]] = body
+    n = _run(grammar, Window(decoder, styled, buf), body.shape[1], max_body, params, gen, progress)
+    sampled = (styled.shape[1] - prefix_t.shape[1]) * B + (n - body.shape[1]) * B
+    scores = _scores(req, plan, grammar, buf, len(body0), n, start_time)
+    if progress is not None:
+        progress(1.0)
+    return scores, sampled

@@ -1,0 +1,164 @@
+"""The pipeline of one request: engine -> variants -> rendered files (MIDI, piano roll, MP3, stems) -> zip, into
+a new folder of the OutputStore; and `restore`, which makes a page state's pruned files again from its notes.
+
+    result = run(prepared, store, runner, reporter(progress, cancelled))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from model import checkpoint as ckpt
+from model.adherence import adherence
+from model.request import GenerationRequest, RequestError
+from render.audio import RenderError, render_preview
+from render.pianoroll import draw_pianoroll
+from tokenizer import Score, write_midi
+
+from .archive import write_zip
+from .history import Cancelled
+from .inputs import Prepared
+from .results import Recipe, Result, Variant, missing_parts
+from .runner import Runner
+from .stores import OutputStore
+
+log = logging.getLogger(__name__)
+
+RENDER_WORKERS = max(2, os.cpu_count() or 2)  # variants rendered at once (FluidSynth and lame are subprocesses)
+STEMS_MAX_SECONDS = 40 * 60  # stems of one request: at most this much audio (tracks x seconds, all variants)
+GENERATING = 0.85  # the share of the progress bar generation takes; rendering takes the rest
+
+Reporter = Callable[[float, str], None]
+
+
+def reporter(progress: Callable[[float, str], None] | None, cancelled: Callable[[], bool] | None) -> Reporter:
+    """report(fraction, what): raises Cancelled once `cancelled()` is true, else passes the fraction (clamped
+    to 0..1) on to `progress`."""
+    def report(frac: float, what: str) -> None:
+        if cancelled is not None and cancelled():
+            raise Cancelled("stopped")
+        if progress is not None:
+            progress(min(max(frac, 0.0), 1.0), what)
+    return report
+
+
+def make_recipe(prepared: Prepared) -> Recipe:
+    """How `prepared`'s variants are made: engine, checkpoint (None when shipped), request and its files."""
+    eng, req = prepared.engine, prepared.request
+    shipped = getattr(eng, "source", None) is None or ckpt.is_shipped(eng.source)
+    prompt = req.prompt is not None
+    return Recipe(eng.name, None if shipped else str(eng.source), req, prepared.prompt_file if prompt else None,
+                  req.prompt.bars if prompt else None, prepared.reference_file)
+
+
+def keep_copies(recipe: Recipe, out: Path) -> Recipe:
+    """The recipe with its prompt and reference files copied into `out` (an upload Gradio may prune; the zip's
+    session needs them)."""
+    copies = {}
+    for attr, name in (("prompt_file", "prompt.mid"), ("reference_file", "reference.mid")):
+        src = getattr(recipe, attr)
+        if src is not None:
+            copies[attr] = Path(shutil.copyfile(src, out / name))
+    return replace(recipe, **copies)
+
+
+def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter, action: str | None = None) -> Result:
+    """Generate `prepared`'s variants with `runner`, render each, zip them.  Raises RequestError (a request
+    the engine cannot serve) or Cancelled (from `report`)."""
+    eng, request = prepared.engine, prepared.request
+    recipe = make_recipe(prepared)
+    report(0.0, "generating")
+    try:
+        scores, stats = runner(eng, recipe.checkpoint, request, lambda f: report(GENERATING * float(f), "generating"))
+    except ValueError as e:  # a request this engine cannot serve (drums alone for a melody engine, an
+        log.info("engine %s refused the request: %s", eng.name, e)  # unknown reference song, ...)
+        raise RequestError(str(e)) from None
+    with store.request_dir() as out:
+        recipe = keep_copies(recipe, out)
+        t0 = time.perf_counter()
+        report(GENERATING, "rendering")
+        variants, warnings = render_all(scores, request, out, report)
+        for v in variants:
+            v.recipe = recipe
+            v.adherence = adherence(request, v.score)
+            v.missing = missing_parts(eng, request, v.score)
+        zip_path = write_zip(variants, out, request.seed)
+        render_seconds = time.perf_counter() - t0
+    report(1.0, "done")
+    return Result(variants, zip_path, request.seed, prepared.seed_was_random, request, eng.name, stats,
+                  render_seconds, warnings, getattr(eng, "prompt_use", "continuing"), eng.controls, action)
+
+
+def render_all(scores: list[Score], request: GenerationRequest, out: Path,
+               report: Reporter) -> tuple[list[Variant], list[str]]:
+    """(a Variant per score with its files in `out`, warnings).  FluidSynth and lame run as subprocesses, the
+    pictures on matplotlib's thread-safe Agg canvas: the variants render side by side."""
+    warnings: list[str] = []
+    with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
+        stems = stems_fit(scores, warnings)
+        futures = [pool.submit(render_variant, i, score, request, out, warnings, stems)
+                   for i, score in enumerate(scores, 1)]
+        variants = []
+        for k, f in enumerate(futures, 1):
+            variants.append(replace(f.result(), result_index=k - 1))
+            report(GENERATING + (1 - GENERATING) * k / len(futures), f"rendered variant {k}")
+    return variants, warnings
+
+
+def stems_fit(scores: list[Score], warnings: list[str]) -> bool:
+    """Whether the request's stems stay within STEMS_MAX_SECONDS of audio (tracks x seconds over all variants;
+    FLAC takes about 57 kB a second); if not, a warning says they were left out and what to change."""
+    seconds = sum(s.seconds() * len(s.groups) for s in scores)
+    if seconds <= STEMS_MAX_SECONDS:
+        return True
+    warnings.append(f"stems left out of the zip: they would hold {seconds / 60:.0f} minutes of audio (the limit is "
+                    f"{STEMS_MAX_SECONDS // 60}); ask for fewer variants or bars to get them")
+    return False
+
+
+def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, warnings: list[str],
+                   stems: bool = True) -> Variant:
+    """MIDI, piano roll and MP3 (and with `stems` the per-track files) of one variant; a preview that cannot
+    be made is a warning, not a failure."""
+    stem = f"midi-bangers-{request.seed}-v{i}"
+    midi_path = write_midi(score, out / f"{stem}.mid")
+    bars = -(-max(score.length or 0, score.end_step) // score.bar_steps)
+    png = draw_pianoroll(score, out / f"{stem}.png",
+                         title=f"variant {i} · {bars} bars · {score.bpm:g} BPM · {len(score.notes)} notes")
+    try:
+        r, tracks = render_preview(score, out, stem, stems=stems)
+    except RenderError as e:
+        if str(e) not in warnings:
+            warnings.append(str(e))
+        return Variant(i, score, midi_path, png, None, str(e))
+    return Variant(i, score, midi_path, png, r.path, None, r.seconds, stems=tracks)
+
+
+def restore(state: Result, store: OutputStore) -> Result:
+    """`state` with every file on disk: variants whose files the store pruned meanwhile are rendered again
+    from their notes (same MIDI, roll and preview) into a new folder, and the zip is made again."""
+    if all(p.exists() for v in state.variants for p in v.files()) and state.zip_path.exists():
+        return state
+    with store.request_dir() as out:
+        warnings: list[str] = []
+        variants = []
+        for v in state.variants:
+            if all(p.exists() for p in v.files()):
+                variants.append(v)
+                continue
+            nv = render_variant(v.index, v.score, state.request, out, warnings, bool(v.stems))
+            variants.append(replace(nv, recipe=v.recipe, result_index=v.result_index, adherence=v.adherence,
+                                    missing=v.missing))
+        with ExitStack() as stack:
+            for v in variants:
+                stack.enter_context(store.hold(v.midi))
+            zip_path = write_zip(variants, out, state.seed)
+    return replace(state, variants=variants, zip_path=zip_path)

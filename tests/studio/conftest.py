@@ -1,0 +1,26 @@
+"""Fixtures of the studio tests: a Studio over its own output folder, and one after a first generation."""
+
+from __future__ import annotations
+
+import pytest
+
+from studio import OutputStore, Studio
+from studio.runner import LocalRunner
+
+FIRST = {"groups": ["piano", "bass"], "drums": True, "bars": 2, "variants": 2, "seed": "11", "drum_kit": "tr-808"}
+
+
+@pytest.fixture
+def make_studio(checkpoint_root, tmp_path):
+    """make_studio(**kwargs): a Studio with its outputs under tmp_path (OutputStore kwargs: keep, ...)."""
+    def make(folder: str = "out", uploads=None, runner=None, **store) -> Studio:
+        return Studio(OutputStore(tmp_path / folder, **store), uploads=uploads, runner=runner or LocalRunner())
+    return make
+
+
+@pytest.fixture(scope="module")
+def first(checkpoint_root, tmp_path_factory):
+    """(studio, session) after one generation of two 2-bar variants (piano, bass, drums; tr-808 kit)."""
+    studio = Studio(OutputStore(tmp_path_factory.mktemp("loop") / "out", keep=100), runner=LocalRunner())
+    studio.generate(FIRST, session="first")
+    return studio, "first"
