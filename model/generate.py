@@ -126,12 +126,13 @@ def main(argv=None) -> int:
             prompt = load_midi(args.prompt).first_bars(args.prompt_bars)
         extra = engine_options(args, engine)
         seed = args.seed if args.seed is not None else int.from_bytes(__import__("os").urandom(4), "little")
-        req = GenerationRequest(
+        fields = dict(
             groups=tuple(g for g in args.instruments.split(",") if g.strip()), drums=args.drums, bars=args.bars,
             variants=args.variants, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed=seed, bpm=args.bpm, style=args.style, prompt=prompt, extra=extra, key=args.key,
-            chords=args.chords, chord_bias=args.chord_bias, drum_kit=args.drum_kit, **edit_fields(args),
+            chords=args.chords, chord_bias=args.chord_bias, drum_kit=args.drum_kit,
         )
+        req = GenerationRequest(**{**fields, **edit_fields(args)})  # an edit's flag may set a field (bars)
         if args.style is not None and not engine.supports("style"):
             raise ValueError(f"engine {args.engine} has no styles")
         req = engine.restrict(req).validate()
