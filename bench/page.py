@@ -1,11 +1,16 @@
-"""The page's time for one request, split into generation and rendering (median of N runs).
+"""The page's speed where musicians use it: `/generate` through HTTP (gradio_client against a server this
+benchmark starts on a loopback port, so the request runs in the server's threads), beside the same request
+called in-process on the main thread, and beside x-transformers' stock `generate` on the same weights at the
+same batch: all in one run.
 
-    python -m bench.page [--engine transformer] [--bars 8] [--variants 4] [--instruments piano,guitar,bass]
-                         [--threads 0,1,2] [--runs 3]
+    python -m bench.page [--bars 8] [--variants 4] [--instruments piano,guitar,bass] [--runs 3]
+                         [--threads 1,2] [--url http://host:7860/]
 
-Runs the page's own service layer (studio.Studio.generate: the engine, then MIDI, MP3 and piano roll of every
-variant and the zip, exactly as a click on Generate does, without the HTTP round trip) with drums on and
-a fixed seed per run.  With several --threads values each is measured in turn, side by side.
+Per path: wall seconds of the request, its generation seconds and tokens/s (the engine's own count, from the
+summary), tokens/s as a multiple of stock, rendering seconds, and for HTTP the time until the first variant's
+MIDI and MP3 reached the client (the page streams variants as they are rendered).  Drums on, seeds 11, 12, ...
+Rows: HTTP with decoding in the server thread that took the request (how the page ran before its inference
+worker), HTTP through the inference worker (each --threads value in turn), and in-process on the main thread.
 """
 
 from __future__ import annotations
@@ -14,55 +19,137 @@ import argparse
 import json
 import os
 import platform
+import re
+import socket
 import statistics
 import tempfile
 import time
 
+SUMMARY = re.compile(r"generation: ([\d.]+) s, (\d+) tokens, [\d.]+ tokens/s · rendering: ([\d.]+) s")
 
-def run_once(engine: str, groups: list[str], bars: int, variants: int, seed: int, service) -> dict:
+
+def stock_tokens_per_s(batch: int, tokens: int = 256) -> float:
+    """x-transformers' own `generate` (KV cache) on the shipped weights, main thread."""
+    import torch
+    from x_transformers import AutoregressiveWrapper
+
+    from model.engine import get_engine
+    from tokenizer import control_prefix
+
+    wrapper = AutoregressiveWrapper(get_engine("transformer").model).eval()
+    prompt = torch.tensor(control_prefix([0, 4], True), dtype=torch.long).expand(batch, -1).clone()
+    with torch.inference_mode():
+        wrapper.generate(prompt, 8, cache_kv=True)  # warm-up
+        t = time.perf_counter()
+        wrapper.generate(prompt, tokens, cache_kv=True)
+    return batch * tokens / (time.perf_counter() - t)
+
+
+def parse(summary: str) -> tuple[float, int, float]:
+    """(generation seconds, tokens, rendering seconds) from a result's summary."""
+    m = SUMMARY.search(summary)
+    if not m:
+        raise RuntimeError(f"no timing in the summary: {summary[:300]!r}")
+    return float(m.group(1)), int(m.group(2)), float(m.group(3))
+
+
+def http_run(client, values: dict) -> dict:
+    """One /generate through HTTP; the first streamed output with a variant's MIDI and MP3 marks the first
+    playable variant."""
     t0 = time.perf_counter()
-    r = service.generate({"engine": engine, "groups": groups, "drums": True, "bars": bars, "variants": variants,
-                          "seed": str(seed)})
-    total = time.perf_counter() - t0
-    gen = float(r.stats.get("seconds", 0.0))
-    return {"total": total, "generation": gen, "rendering": r.render_seconds,
-            "other": total - gen - r.render_seconds, "mp3s": sum(v.mp3 is not None for v in r.variants)}
+    job = client.submit(**values, api_name="/generate")
+    first = None
+    for out in job:
+        if first is None and out[4] and out[5]:  # slot 1: (PNG, MP3, MIDI)
+            first = time.perf_counter() - t0
+    result = job.outputs()[-1]
+    wall = time.perf_counter() - t0
+    gen, tokens, render = parse(result[1])
+    return {"wall": wall, "generation": gen, "tokens": tokens, "rendering": render, "first": first or wall}
+
+
+def direct(engine, checkpoint, request, progress=None):
+    """A runner that decodes in the calling thread (what the studio did before its inference worker)."""
+    scores = engine.generate(request, progress=progress)
+    return scores, dict(engine.last_stats)
+
+
+def local_run(service, values: dict) -> dict:
+    t0 = time.perf_counter()
+    r = service.generate(values)
+    wall = time.perf_counter() - t0
+    gen, tokens, render = parse(r.summary)
+    return {"wall": wall, "generation": gen, "tokens": tokens, "rendering": render, "first": wall}
+
+
+def start_server(tmp: str):
+    """(url, demo, studio): the page served in-process on a free loopback port (outputs in `tmp`)."""
+    os.environ["GRADIO_TEMP_DIR"] = os.path.join(tmp, "gradio")
+    import page
+    import studio
+
+    service = studio.Studio(studio.OutputStore(os.path.join(tmp, "out")), studio.UploadCache())
+    demo = page.build_demo(service)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    page.serve(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True, mcp_server=False)
+    return f"http://127.0.0.1:{port}/", demo, service
+
+
+def median_row(name: str, runs: list[dict], stock: float) -> dict:
+    med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "generation", "tokens", "rendering", "first")}
+    tps = med["tokens"] / med["generation"] if med["generation"] else 0.0
+    return {"path": name, **{k: round(v, 2) for k, v in med.items()}, "tokens_per_s": round(tps, 1),
+            "x_stock": round(tps / stock, 2), "walls": [round(r["wall"], 2) for r in runs]}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.page", description=__doc__.split("\n\n")[0])
-    p.add_argument("--engine", default="transformer")
     p.add_argument("--instruments", default="piano,guitar,bass")
     p.add_argument("--bars", type=int, default=8)
     p.add_argument("--variants", type=int, default=4)
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--threads", default="0", help="comma-separated torch thread counts; 0 = torch's default")
+    p.add_argument("--threads", default="", help="comma-separated inference-worker thread counts (default: its own)")
+    p.add_argument("--url", default=None, help="measure a running server instead of starting one (HTTP only)")
     args = p.parse_args(argv)
-    import torch
-
-    import studio
-    from model import engine as E
-
-    default_threads = torch.get_num_threads()
     groups = [g for g in args.instruments.split(",") if g]
-    rows = []
+    values = {"groups": groups, "drums": True, "bars": args.bars, "variants": args.variants}
     with tempfile.TemporaryDirectory() as tmp:
-        service = studio.Studio(studio.OutputStore(tmp))
-        E.get_engine(args.engine)  # loading is not part of a request
-        run_once(args.engine, groups, 1, 1, 0, service)  # warm-up: first-call costs are not part of a request
-        for threads in (int(t) for t in args.threads.split(",")):
-            torch.set_num_threads(threads or default_threads)
-            runs = [run_once(args.engine, groups, args.bars, args.variants, 1000 + i, service) for i in range(args.runs)]
-            med = {k: statistics.median(r[k] for r in runs) for k in ("total", "generation", "rendering", "other")}
-            rows.append({"threads": torch.get_num_threads(), **{k: round(v, 2) for k, v in med.items()},
-                         "runs": [round(r["total"], 2) for r in runs], "mp3s": runs[0]["mp3s"]})
-    print(f"{args.engine} ({E.get_engine(args.engine).source}): {args.bars} bars x {args.variants} variants, "
-          f"{'+'.join(groups)}+drums; {platform.machine()}, {os.cpu_count()} CPU cores; median of {args.runs}")
-    print(f"{'threads':>7} {'total s':>8} {'generation s':>13} {'rendering s':>12} {'other s':>8}  runs")
+        url, demo, service = (args.url, None, None) if args.url else start_server(tmp)
+        from gradio_client import Client
+
+        client = Client(url, verbose=False, download_files=os.path.join(tmp, "downloads"))
+        stock = stock_tokens_per_s(args.variants)
+        client.predict(**{**values, "bars": 1, "variants": 1, "seed": "1"}, api_name="/generate")  # warm-up
+        rows = []
+        if service is not None:  # before the inference worker: decoding in the server thread that took the request
+            service.runner = direct
+            runs = [http_run(client, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
+            rows.append(median_row("HTTP /generate, decoding in the server thread", runs, stock))
+        for threads in [int(t) for t in args.threads.split(",") if t] or [None]:
+            if service is not None:
+                from studio.runner import LocalRunner
+                from studio.worker import InferenceWorker
+
+                service.runner = LocalRunner(InferenceWorker(threads))
+            label = f"HTTP /generate, inference worker {threads or 'default'} threads"
+            runs = [http_run(client, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
+            rows.append(median_row(label, runs, stock))
+        if service is not None:
+            service.runner = direct
+            runs = [local_run(service, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
+            rows.append(median_row("in-process Studio.generate, main thread", runs, stock))
+        if demo is not None:
+            demo.close()
+    print(f"/generate: {args.bars} bars x {args.variants} variants, {'+'.join(groups)}+drums, seeds 11..; "
+          f"{platform.machine()}, {os.cpu_count()} cores; median of {args.runs}; stock x-transformers generate "
+          f"at batch {args.variants}: {stock:.0f} tokens/s (same weights, same run)")
+    print(f"{'path':<46}{'wall s':>8}{'first s':>9}{'gen s':>8}{'tokens/s':>10}{'x stock':>9}{'render s':>10}")
     for r in rows:
-        print(f"{r['threads']:>7} {r['total']:>8.2f} {r['generation']:>13.2f} {r['rendering']:>12.2f} "
-              f"{r['other']:>8.2f}  {r['runs']}")
-    print(json.dumps({"engine": args.engine, "bars": args.bars, "variants": args.variants, "rows": rows}))
+        print(f"{r['path']:<46}{r['wall']:>8.2f}{r['first']:>9.2f}{r['generation']:>8.2f}{r['tokens_per_s']:>10.0f}"
+              f"{r['x_stock']:>9.2f}{r['rendering']:>10.2f}")
+    print(json.dumps({"stock_tokens_per_s": round(stock, 1), "rows": rows}))
     return 0
 
 

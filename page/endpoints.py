@@ -24,17 +24,24 @@ GENERATE_RETURNS = (f"the seed used, a summary (Markdown), a zip of everything, 
 
 
 def event_function(name: str, params: list[tuple[str, Any]], doc: str,
-                   call: Callable[[dict[str, Any], str | None, Any], Any], with_progress: bool = True) -> Callable:
+                   call: Callable[[dict[str, Any], str | None, Any], Any], with_progress: bool = True,
+                   stream: bool = False) -> Callable:
     """A function Gradio calls with the event's input values in `params`' order (then the browser request and,
     `with_progress`, the progress tracker, which Gradio adds by their place in the signature); it hands `call`
     the values by name, the session and a progress callback (None without one).  `params`: (name, default)
-    pairs (inspect.Parameter.empty: no default)."""
+    pairs (inspect.Parameter.empty: no default).  `stream`: `call` returns an iterator of outputs, each sent on."""
     names = [n for n, _ in params]
 
-    def handler(*args: Any) -> Any:
-        values = dict(zip(names, args))
+    def split(args: tuple) -> tuple:
         request, progress = (list(args[len(names):]) + [None, None])[:2]
-        return call(values, session_of(request), progress_of(progress))
+        return dict(zip(names, args)), session_of(request), progress_of(progress)
+
+    if stream:  # a generator function: Gradio sends each output it yields
+        def handler(*args: Any) -> Any:
+            yield from call(*split(args))
+    else:
+        def handler(*args: Any) -> Any:
+            return call(*split(args))
 
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     handler.__signature__ = inspect.Signature(

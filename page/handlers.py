@@ -6,9 +6,12 @@ traceback in the server log.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import queue
+import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import gradio as gr
 
@@ -67,12 +70,18 @@ def engine_view(name: str) -> EngineView:
     return EngineView(eng.controls, tuple(eng.styles), tuple(getattr(eng, "references", ())), note)
 
 
+RENDERING = "\n\n_The other variants are still rendering…_"
+
+
 def result_outputs(result: Result) -> list:
     """/generate's outputs for a page state: seed, summary, zip, then per slot its roll PNG, MP3 and MIDI as
-    plain paths (None for unused slots), so API clients get files."""
-    out = [str(result.seed), result.summary, str(result.zip_path)]
-    for i in range(SLOTS):
-        v = result.variants[i] if i < len(result.variants) else None
+    plain paths (None for unused slots), so API clients get files.  A partial result (no zip yet) fills the slots
+    of the variants rendered so far."""
+    partial = result.zip_path is None
+    out = [str(result.seed), result.summary + (RENDERING if partial else ""), None if partial else str(result.zip_path)]
+    by_slot = {v.index: v for v in result.variants}
+    for i in range(1, SLOTS + 1):
+        v = by_slot.get(i)
         out += [str(v.png), str(v.mp3) if v.mp3 else None, str(v.midi)] if v else [None] * 3
     return out
 
@@ -83,12 +92,30 @@ def warn(result: Result) -> Result:
     return result
 
 
-def generate(studio: Studio, values: dict[str, Any], session: str | None, progress: Progress | None) -> list:
-    try:
-        result = studio.generate(values, session=session, progress=progress)
-    except Exception as e:
-        raise error(e) from None
-    return result_outputs(warn(result))
+def generate(studio: Studio, values: dict[str, Any], session: str | None, progress: Progress | None) -> Iterator[list]:
+    """Outputs as the variants become playable (each rendered variant as soon as it is), then the whole result.
+    The studio works in a helper thread (in this request's context, for the progress bar) while this generator
+    hands its partial results on."""
+    results: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            final = studio.generate(values, session=session, progress=progress,
+                                    on_partial=lambda r: results.put(("partial", r)))
+            results.put(("done", final))
+        except Exception as e:  # noqa: BLE001 - raised again below, in the request's thread
+            results.put(("error", e))
+
+    threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
+                     name="midi-bangers-generate").start()
+    while True:
+        kind, item = results.get()
+        if kind == "error":
+            raise error(item) from None
+        if kind == "done":
+            yield result_outputs(warn(item))
+            return
+        yield result_outputs(item)
 
 
 def edit_variant(studio: Studio, session: str | None, index: int, kind: str, values: dict[str, Any],

@@ -206,11 +206,24 @@ def shower(p: Page, studio: Studio):
                           with_progress=False)
 
 
+def reveal(p: Page):
+    """On Generate: the result bar and the slots of the variants asked for, so that each shows as it streams in."""
+    def on_click(variants: Any) -> dict:
+        try:
+            n = min(max(int(variants), 0), H.SLOTS)
+        except (TypeError, ValueError):
+            n = 0
+        return {p.w["result_bar"]: gr.update(visible=n > 0),
+                **{box: gr.update(visible=i < n) for i, box in enumerate(p.slot_boxes)}}
+    return on_click
+
+
 def wire_generate(p: Page, studio: Studio, go: Any) -> Any:
     def call(values, session, progress):
         return H.generate(studio, values, session, progress)
 
-    fn = event_function("generate", generate_params(), generate_doc(), call)
+    fn = event_function("generate", generate_params(), generate_doc(), call, stream=True)
+    go.click(reveal(p), p.w["variants"], [p.w["result_bar"], *p.slot_boxes], queue=False, **PRIVATE)
     # preprocess=False: the values arrive as sent, so the studio (not Gradio) says what is wrong with them
     event = go.click(fn, [p.w[n] for n in CONTROLS], p.outputs, api_name="generate", preprocess=False, **QUEUED)
     event.then(shower(p, studio), None, p.shown, queue=False, **PRIVATE)

@@ -10,7 +10,7 @@ import logging
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -70,9 +70,11 @@ def keep_copies(recipe: Recipe, out: Path) -> Recipe:
     return replace(recipe, **copies)
 
 
-def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter, action: str | None = None) -> Result:
+def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter, action: str | None = None,
+        on_partial: Callable[[Result], None] | None = None) -> Result:
     """Generate `prepared`'s variants with `runner`, render each, zip them.  Raises RequestError (a request
-    the engine cannot serve) or Cancelled (from `report`)."""
+    the engine cannot serve) or Cancelled (from `report`).  `on_partial` gets a Result with the variants rendered
+    so far (and no zip) each time one more is ready, so that a page can play the first before the last is done."""
     eng, request = prepared.engine, prepared.request
     recipe = make_recipe(prepared)
     report(0.0, "generating")
@@ -85,11 +87,18 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
         recipe = keep_copies(recipe, out)
         t0 = time.perf_counter()
         report(GENERATING, "rendering")
-        variants, warnings = render_all(scores, request, out, report)
-        for v in variants:
-            v.recipe = recipe
-            v.adherence = adherence(request, v.score)
-            v.missing = missing_parts(eng, request, v.score)
+        def finish(v: Variant) -> Variant:
+            return replace(v, recipe=recipe, adherence=adherence(request, v.score),
+                           missing=missing_parts(eng, request, v.score))
+
+        def partial(done: list[Variant], warnings: list[str]) -> None:
+            if on_partial is not None:
+                on_partial(Result(sorted(map(finish, done), key=lambda v: v.index), None, request.seed,
+                                  prepared.seed_was_random, request, eng.name, stats, time.perf_counter() - t0,
+                                  list(warnings), getattr(eng, "prompt_use", "continuing"), eng.controls, action))
+
+        variants, warnings = render_all(scores, request, out, report, partial)
+        variants = [finish(v) for v in variants]
         zip_path = write_zip(variants, out, request.seed)
         render_seconds = time.perf_counter() - t0
     report(1.0, "done")
@@ -97,20 +106,23 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
                   render_seconds, warnings, getattr(eng, "prompt_use", "continuing"), eng.controls, action)
 
 
-def render_all(scores: list[Score], request: GenerationRequest, out: Path,
-               report: Reporter) -> tuple[list[Variant], list[str]]:
-    """(a Variant per score with its files in `out`, warnings).  FluidSynth and lame run as subprocesses, the
-    pictures on matplotlib's thread-safe Agg canvas: the variants render side by side."""
+def render_all(scores: list[Score], request: GenerationRequest, out: Path, report: Reporter,
+               on_done: Callable[[list[Variant], list[str]], None] | None = None) -> tuple[list[Variant], list[str]]:
+    """(a Variant per score with its files in `out`, in order; warnings).  FluidSynth and lame run as
+    subprocesses, the pictures on matplotlib's thread-safe Agg canvas: the variants render side by side, and
+    `on_done(the variants ready so far, warnings)` is called as each one is."""
     warnings: list[str] = []
     with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
         stems = stems_fit(scores, warnings)
-        futures = [pool.submit(render_variant, i, score, request, out, warnings, stems)
-                   for i, score in enumerate(scores, 1)]
-        variants = []
-        for k, f in enumerate(futures, 1):
-            variants.append(replace(f.result(), result_index=k - 1))
-            report(GENERATING + (1 - GENERATING) * k / len(futures), f"rendered variant {k}")
-    return variants, warnings
+        futures = {pool.submit(render_variant, i, score, request, out, warnings, stems): i - 1
+                   for i, score in enumerate(scores, 1)}
+        done: list[Variant] = []
+        for f in as_completed(futures):
+            done.append(replace(f.result(), result_index=futures[f]))
+            report(GENERATING + (1 - GENERATING) * len(done) / len(futures), f"rendered variant {done[-1].index}")
+            if on_done is not None:
+                on_done(list(done), warnings)
+    return sorted(done, key=lambda v: v.index), warnings
 
 
 def stems_fit(scores: list[Score], warnings: list[str]) -> bool:

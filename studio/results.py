@@ -67,7 +67,7 @@ def new_bars(request: GenerationRequest) -> int:
 class Result:
     """What the page shows: the variants (after a generation or an edit) and how the last action went."""
     variants: list[Variant]
-    zip_path: Path
+    zip_path: Path | None  # None in a partial result (variants still rendering)
     seed: int
     seed_was_random: bool
     request: GenerationRequest

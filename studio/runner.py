@@ -1,4 +1,4 @@
-"""How an engine's generation runs: here (`LocalRunner`), or on a GPU a ZeroGPU Space lends per call
+"""How an engine's generation runs: here, on the inference worker's thread (`LocalRunner`), or on a GPU a ZeroGPU Space lends per call
 (`ZeroGPURunner`: `spaces.GPU` with a duration sized to each request).  `default_runner()` picks the ZeroGPU one
 where the `spaces` package is installed (Hugging Face Spaces), else the local one; the studio asks for it when
 it is built, not at import.
@@ -18,6 +18,8 @@ from model.engine import get_engine
 from model.request import GenerationRequest
 from tokenizer import Score
 
+from .worker import InferenceWorker, shared_worker
+
 GPU_SECONDS_BASE = 20  # loading onto the lent GPU and starting up
 GPU_SECONDS_PER_BAR = 1.5  # per bar of one batch of variants, generous: ZeroGPU ends a call that overruns
 GPU_BATCH = 4  # variants decoded together
@@ -29,12 +31,19 @@ class Runner(Protocol):
 
 
 class LocalRunner:
-    """Generate in this process, with progress."""
+    """Generate in this process, with progress, on the inference worker's thread (studio/worker.py: one
+    long-lived thread with measured torch settings, not whichever server thread took the request)."""
+
+    def __init__(self, worker: InferenceWorker | None = None):
+        self.worker = worker
 
     def __call__(self, engine: Any, checkpoint: str | None, request: GenerationRequest,
                  progress: Callable[[float], None] | None = None) -> tuple[list[Score], dict]:
-        scores = engine.generate(request, progress=progress)
-        return scores, dict(getattr(engine, "last_stats", {}) or {})
+        def job() -> tuple[list[Score], dict]:
+            scores = engine.generate(request, progress=progress)
+            return scores, dict(getattr(engine, "last_stats", {}) or {})
+
+        return (self.worker or shared_worker()).run(job)
 
 
 def gpu_seconds(engine: str, checkpoint: str | None, request: GenerationRequest) -> int:

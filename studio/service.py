@@ -53,16 +53,16 @@ class Studio:
         self.janitor = Janitor(self.store, *([uploads] if uploads is not None else []))
 
     # ---- generating -----------------------------------------------------------------------------
-    def generate(self, values: Mapping[str, Any], session: str | None = None,
-                 progress: Progress | None = None) -> Result:
+    def generate(self, values: Mapping[str, Any], session: str | None = None, progress: Progress | None = None,
+                 on_partial: Callable[[Result], None] | None = None) -> Result:
         """New variants from the page's values by name (studio.GENERATE_DEFAULTS); with a session, the result
-        becomes its current page state."""
+        becomes its current page state.  `on_partial`: see pipeline.run (variants as they are rendered)."""
         report = reporter(progress, self.cancel.start(session))
         try:
             with ExitStack() as stack:
                 for field, name in (("midi", "prompt"), ("reference_midi", "reference_midi")):
                     stack.enter_context(self._hold_upload(values.get(field), name))
-                result = run(generate_request(values), self.store, self.runner, report)
+                result = run(generate_request(values), self.store, self.runner, report, on_partial=on_partial)
         finally:
             self._prune_uploads()
         if session:

@@ -308,3 +308,17 @@ def test_mcp_server_lists_the_tools(app_server):
         assert any(n.endswith(name) for n in listed), sorted(listed)
     add = next(t for n, t in listed.items() if n.endswith("add_part"))
     assert "Add a part to a MIDI song" in add.description and "part" in add.inputSchema["properties"]
+
+
+def test_variants_stream_to_the_client_before_the_zip(client):
+    """/generate sends each variant as soon as it is rendered (MIDI and MP3 playable), then the whole result."""
+    job = client.submit(groups=["piano"], drums=False, bars=1, variants=3, seed="3", api_name="/generate")
+    for _ in job:
+        pass
+    outputs = job.outputs()
+    final, partial = outputs[-1], [o for o in outputs[:-1] if o[2] is None]
+    assert final[2] and all(final[3 + 3 * i + 2] for i in range(3))
+    assert partial and "still rendering" in partial[0][1]
+    first = partial[0]
+    ready = [i for i in range(SLOTS) if first[3 + 3 * i + 2]]
+    assert ready and all(first[3 + 3 * i + 1] for i in ready)  # a streamed variant comes with its MP3

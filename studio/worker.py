@@ -1,0 +1,96 @@
+"""The inference worker: one long-lived thread that runs every generation of this process, with torch's thread
+count set once, in that thread.
+
+Why: torch's intra-op thread count is an OpenMP setting of the calling thread.  A request that decodes in one of
+the web server's worker threads gets OpenMP's defaults there (every core, a team of helper threads per calling
+thread), not what the main thread set, and small per-token ops ran 2-3x slower than on the main thread
+(`python -m bench.threads` measures it).  Here every request's decoding runs in the same thread, whose setting
+is measured (`bench.threads`, `bench.page --threads`) and chosen by `MIDI_BANGERS_THREADS` (default: 1 on a
+machine of at most 2 cores, where the other core renders previews and serves HTTP; else half the cores).
+
+    worker = InferenceWorker()
+    scores = worker.run(engine.generate, request, progress)   # blocks the caller until done
+
+The caller's context variables go along with the job (Gradio's progress bar finds its event through them), and
+an exception raised in the job (Cancelled from a progress report, a RequestError) comes back to the caller.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import queue
+import threading
+from concurrent.futures import Future
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+THREADS_ENV = "MIDI_BANGERS_THREADS"
+
+
+def default_threads() -> int:
+    """torch threads for generation: MIDI_BANGERS_THREADS, else 1 on up to 2 cores, else half the cores."""
+    env = os.environ.get(THREADS_ENV, "").strip()
+    if env:
+        try:
+            return max(1, int(env))
+        except ValueError:
+            log.warning("%s=%r is not a whole number; using the default", THREADS_ENV, env)
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 2 else cores // 2
+
+
+class InferenceWorker:
+    """A daemon thread that runs submitted jobs one at a time, in submission order, with `threads` torch threads."""
+
+    def __init__(self, threads: int | None = None, name: str = "midi-bangers-inference"):
+        self.threads = threads or default_threads()
+        self._jobs: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        import torch
+
+        torch.set_num_threads(self.threads)  # this thread's OpenMP setting: the one every job runs with
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            context, fn, args, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(context.run(fn, *args))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller, who raises it
+                future.set_exception(e)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        """Queue fn(*args) in the caller's context; its Future holds the result or the exception."""
+        future: Future = Future()
+        self._jobs.put((contextvars.copy_context(), fn, args, future))
+        return future
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """fn(*args) on the worker thread; returns its result or raises its exception."""
+        if threading.current_thread() is self._thread:  # a job that generates again (nested): run it here
+            return fn(*args)
+        return self.submit(fn, *args).result()
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+_SHARED: InferenceWorker | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_worker() -> InferenceWorker:
+    """The process's inference worker (started on first use): every studio of the process shares it, so that
+    generations never run in two threads at once on a small machine."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = InferenceWorker()
+        return _SHARED
