@@ -92,40 +92,62 @@ def warn(result: Result) -> Result:
     return result
 
 
-def generate(studio: Studio, values: dict[str, Any], session: str | None, progress: Progress | None) -> Iterator[list]:
-    """Outputs as the variants become playable (each rendered variant as soon as it is), then the whole result.
-    The studio works in a helper thread (in this request's context, for the progress bar) while this generator
-    hands its partial results on."""
-    results: queue.Queue = queue.Queue()
+POLL = 0.5  # seconds between the points where Gradio may stop a cancelled job
 
-    def work() -> None:
+
+def streamed(work: Callable[[Callable[[Result], None], Callable[[], bool]], Result],
+             outputs: Callable[[Result], Any], skip: Any) -> Iterator[Any]:
+    """Run `work(on_partial, cancelled)` (a studio call) in a helper thread, in this request's context (for the
+    progress bar), and yield `outputs(partial)` for each partial result and `outputs(final)` at the end.  Every
+    POLL seconds without news it yields `skip` (no change), so that Gradio can stop the job when its client
+    cancels or goes away; then, or whenever this generator ends early, `cancelled()` turns true and the studio
+    stops generating and rendering at its next progress report, freeing the engine."""
+    results: queue.Queue = queue.Queue()
+    stop = threading.Event()
+
+    def run() -> None:
         try:
-            final = studio.generate(values, session=session, progress=progress,
-                                    on_partial=lambda r: results.put(("partial", r)))
-            results.put(("done", final))
+            results.put(("done", work(lambda r: results.put(("partial", r)), stop.is_set)))
         except Exception as e:  # noqa: BLE001 - raised again below, in the request's thread
             results.put(("error", e))
 
-    threading.Thread(target=contextvars.copy_context().run, args=(work,), daemon=True,
-                     name="midi-bangers-generate").start()
-    while True:
-        kind, item = results.get()
-        if kind == "error":
-            raise error(item) from None
-        if kind == "done":
-            yield result_outputs(warn(item))
-            return
-        yield result_outputs(item)
+    threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True, name="midi-bangers-job").start()
+    try:
+        while True:
+            try:
+                kind, item = results.get(timeout=POLL)
+            except queue.Empty:
+                yield skip
+                continue
+            if kind == "error":
+                raise error(item) from None
+            if kind == "done":
+                yield outputs(item)
+                return
+            yield outputs(item)
+    finally:
+        stop.set()  # finished, failed, or closed by Gradio for a cancelled job: nothing more to compute
+
+
+def skips(n: int) -> tuple:
+    return tuple(gr.skip() for _ in range(n))
+
+
+def generate(studio: Studio, values: dict[str, Any], session: str | None, progress: Progress | None) -> Iterator[list]:
+    """/generate: each variant as soon as it is rendered (playable), then the whole result."""
+    def work(on_partial, cancelled):
+        return studio.generate(values, session=session, progress=progress, on_partial=on_partial, cancelled=cancelled)
+
+    return streamed(work, lambda r: result_outputs(warn(r) if r.zip_path else r), skips(3 + 3 * SLOTS))
 
 
 def edit_variant(studio: Studio, session: str | None, index: int, kind: str, values: dict[str, Any],
-                 progress: Progress | None) -> list:
+                 progress: Progress | None) -> Iterator[list]:
     """Edit variant `index` of the session's page state with the edit `kind` (model.edits)."""
-    try:
-        result = studio.edit_variant(session, index, kind, values, progress=progress)
-    except Exception as e:
-        raise error(e) from None
-    return result_outputs(warn(result))
+    def work(on_partial, cancelled):
+        return studio.edit_variant(session, index, kind, values, progress=progress, cancelled=cancelled)
+
+    return streamed(work, lambda r: result_outputs(warn(r)), skips(3 + 3 * SLOTS))
 
 
 def step(studio: Studio, session: str | None, direction: str) -> list:
@@ -149,14 +171,16 @@ def keep(studio: Studio, session: str | None, index: int) -> tuple[str, int]:
     return str(kept.midi), kept.bars
 
 
-def edit_upload(studio: Studio, kind: str, values: dict[str, Any], progress: Progress | None) -> tuple:
+def edit_upload(studio: Studio, kind: str, values: dict[str, Any], progress: Progress | None) -> Iterator[tuple]:
     """A named editing endpoint: (the edited MIDI, its MP3, its roll PNG, the summary)."""
-    try:
-        result = studio.edit_upload(kind, values, progress=progress)
-    except Exception as e:
-        raise error(e) from None
-    v = result.variants[0]
-    return str(v.midi), str(v.mp3) if v.mp3 else None, str(v.png), result.summary
+    def work(on_partial, cancelled):
+        return studio.edit_upload(kind, values, progress=progress, cancelled=cancelled)
+
+    def outputs(result: Result) -> tuple:
+        v = result.variants[0]
+        return str(v.midi), str(v.mp3) if v.mp3 else None, str(v.png), result.summary
+
+    return streamed(work, outputs, skips(4))
 
 
 @dataclass(frozen=True)

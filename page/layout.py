@@ -247,7 +247,7 @@ def wire_editing(p: Page, studio: Studio) -> list:
 
     events = []
     for index, kind, button in p.edit_buttons:
-        fn = event_function(f"edit_{kind}_{index}", params, "", edit_call(index, kind))
+        fn = event_function(f"edit_{kind}_{index}", params, "", edit_call(index, kind), stream=True)
         ev = button.click(fn, inputs, p.outputs, **QUEUED, **PRIVATE)
         ev.then(after, None, p.shown, queue=False, **PRIVATE)
         events.append(ev)
@@ -279,7 +279,7 @@ def wire_api(studio: Studio) -> None:
         outputs = [gr.File(label="MIDI"), gr.Audio(label="MP3", type="filepath"),
                    gr.Image(label="Piano roll", type="filepath"), gr.Markdown()]
         for e in EDITS.values():
-            fn = event_function(e.tool, edit_params(e), edit_doc(e), upload_call(e.name))
+            fn = event_function(e.tool, edit_params(e), edit_doc(e), upload_call(e.name), stream=True)
             inputs = [midi, *(fields[f.name] for f in e.fields), *common]
             gr.Button(visible=False).click(fn, inputs, outputs, api_name=e.name, preprocess=False, **QUEUED)
 

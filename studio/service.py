@@ -27,6 +27,7 @@ from .runner import Runner, default_runner
 from .stores import Janitor, OutputStore, UploadCache
 
 Progress = Callable[[float, str], None]
+Cancel = Callable[[], bool]
 
 
 @dataclass(frozen=True)
@@ -54,10 +55,11 @@ class Studio:
 
     # ---- generating -----------------------------------------------------------------------------
     def generate(self, values: Mapping[str, Any], session: str | None = None, progress: Progress | None = None,
-                 on_partial: Callable[[Result], None] | None = None) -> Result:
+                 on_partial: Callable[[Result], None] | None = None, cancelled: Cancel | None = None) -> Result:
         """New variants from the page's values by name (studio.GENERATE_DEFAULTS); with a session, the result
-        becomes its current page state.  `on_partial`: see pipeline.run (variants as they are rendered)."""
-        report = reporter(progress, self.cancel.start(session))
+        becomes its current page state.  `on_partial`: see pipeline.run (variants as they are rendered);
+        `cancelled()` true (the client went away) stops it like the session's Stop."""
+        report = reporter(progress, self._cancelled(session, cancelled))
         try:
             with ExitStack() as stack:
                 for field, name in (("midi", "prompt"), ("reference_midi", "reference_midi")):
@@ -69,7 +71,8 @@ class Studio:
             self.sessions.get(session).push(result)
         return result
 
-    def edit_upload(self, kind: str, values: Mapping[str, Any], progress: Progress | None = None) -> Result:
+    def edit_upload(self, kind: str, values: Mapping[str, Any], progress: Progress | None = None,
+                    cancelled: Cancel | None = None) -> Result:
         """Edit `kind` of an uploaded song (values["midi"]: a path or Gradio FileData; the edit's own fields and
         EDIT_COMMON by name): one variant.  No history."""
         edit = get_edit(kind)
@@ -81,17 +84,17 @@ class Studio:
         try:
             with self._hold_upload(upload, "prompt"):
                 prepared = edit_request(edit.name, load_upload(path, "prompt"), values)
-                return run(replace(prepared, prompt_file=path), self.store, self.runner, reporter(progress, None),
+                return run(replace(prepared, prompt_file=path), self.store, self.runner, reporter(progress, cancelled),
                            edit.describe(prepared.request))
         finally:
             self._prune_uploads()
 
     def edit_variant(self, session: str | None, index: Any, kind: str, values: Mapping[str, Any],
-                     progress: Progress | None = None) -> Result:
+                     progress: Progress | None = None, cancelled: Cancel | None = None) -> Result:
         """Edit `kind` of variant `index` (1-based) of the session's current page state, from its notes; the
         new state (that variant replaced, the others kept) becomes the current one.  `values`: the page's edit
         panel by name (EDIT_COMMON and the edits' own fields; those of other edit kinds are ignored)."""
-        report = reporter(progress, self.cancel.start(session))
+        report = reporter(progress, self._cancelled(session, cancelled))
         history = self.sessions.get(session)
         if history.current is None:
             raise RequestError("Generate first: there is no variant to edit yet")
@@ -152,6 +155,11 @@ class Studio:
     def stop(self, session: str | None) -> None:
         """Stop the session's running generation or edit (it raises Cancelled at its next progress report)."""
         self.cancel.stop(session)
+
+    def _cancelled(self, session: str | None, cancelled: Cancel | None) -> Cancel:
+        """Stop pressed in the session, or `cancelled()` (the job's own flag)."""
+        stopped = self.cancel.start(session)
+        return stopped if cancelled is None else (lambda: stopped() or cancelled())
 
     def history(self, session: str | None) -> History:
         """The session's page states (a fresh, unkept one without a session)."""

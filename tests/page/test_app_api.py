@@ -322,3 +322,23 @@ def test_variants_stream_to_the_client_before_the_zip(client):
     first = partial[0]
     ready = [i for i in range(SLOTS) if first[3 + 3 * i + 2]]
     assert ready and all(first[3 + 3 * i + 1] for i in ready)  # a streamed variant comes with its MP3
+
+
+def test_a_cancelled_job_stops_and_frees_the_engine(client, app_server):
+    """gradio_client's cancel ends the server's generation (no zip is made for it) and the next request runs at
+    once instead of waiting for the cancelled one to finish."""
+    import time
+
+    _, store, _ = app_server
+    job = client.submit(groups=["piano", "guitar", "bass"], bars=32, variants=4, seed="424242", api_name="/generate")
+    t0 = time.perf_counter()
+    while job.status().code.name not in ("PROCESSING", "ITERATING") and time.perf_counter() - t0 < 60:
+        time.sleep(0.2)
+    time.sleep(2.0)  # decoding
+    assert job.cancel() or job.done()
+    t1 = time.perf_counter()
+    out = call(client, groups=["piano"], drums=False, bars=1, variants=1, seed="5")
+    waited = time.perf_counter() - t1
+    assert out[0] == "5" and waited < 30, f"the next request waited {waited:.0f} s"
+    time.sleep(2.0)
+    assert not list(store.root.rglob("midi-bangers-424242*")), "the cancelled job went on to render"
