@@ -280,7 +280,7 @@ class Infill(Edit):
         try:
             bars = (int(first), int(last or first))
         except ValueError:
-            raise RequestError(f"{LABELS['infill_bars']}: write FIRST-LAST, e.g. 3-4 (got {text!r})") from None
+            raise RequestError(f"{LABELS['infill_bars']}: write FIRST-LAST, e.g. 3-4 (got {shown(text)})") from None
         return {"edit": self.name, "infill_bars": bars}
 
     def describe(self, req: Any) -> str:

@@ -21,6 +21,7 @@ from typing import Callable, ClassVar
 from tokenizer import Score
 
 from . import checkpoint as ckpt
+from .fields import shown
 from .request import LABELS, GenerationRequest, RequestError
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class Engine:
             raise RequestError(f"{LABELS[lacking[0]]}: engine {self.name} cannot {_CANNOT[lacking[0]]}; choose "
                                f"the transformer engine or clear {LABELS[lacking[0]]}")
         return replace(request, style=request.style if self.supports("style") else None,
-                       drums=request.drums and self.supports("drums"))
+                       drums=request.drums if self.supports("drums") else False)  # validate() checks the type
 
 
 # ---- registry -------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ def engine_names() -> list[str]:
 def engine_class(name: str) -> type[Engine]:
     _load_builtin()
     if name not in _CLASSES:
-        raise ValueError(f"unknown engine {name!r}; available: {', '.join(engine_names())}")
+        raise ValueError(f"unknown engine {shown(name)}; available: {', '.join(engine_names())}")
     return _CLASSES[name]
 
 

@@ -59,7 +59,7 @@ def _groups(value: Any) -> tuple[str, ...]:
     groups = tuple(g for g in groups if g != "drums")  # drums are their own switch
     for g in groups:
         if g not in V.PITCHED_GROUPS:
-            raise RequestError(f"{LABELS['groups']}: unknown group {g!r}; choose from {', '.join(V.PITCHED_GROUPS)}")
+            raise RequestError(f"{LABELS['groups']}: unknown group {shown(g)}; choose from {', '.join(V.PITCHED_GROUPS)}")
     return groups
 
 
@@ -84,10 +84,16 @@ def _extra(extra: Any) -> dict:
     return out
 
 
+MAX_TEXT = 1000  # characters of a key or a chord progression (64 bars of long chord symbols fit)
+
+
 def _text(value: Any, name: str, parse):
     """None for a blank value; else the parsed value, or RequestError naming LABELS[name]."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise RequestError(f"{LABELS[name]} is too long: {len(value):,} characters, at most {MAX_TEXT:,} (got "
+                           f"{shown(value)})")
     try:
         return parse(value)
     except ValueError as e:
@@ -215,7 +221,7 @@ class GenerationRequest:
         known = {f.name for f in fields(cls)} - {"prompt"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise RequestError(f"unknown request field {unknown[0]!r}; known: {', '.join(sorted(known))}")
+            raise RequestError(f"unknown request field {shown(unknown[0])}; known: {', '.join(sorted(known))}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         extra = dict(values.get("extra") or {})
         if reference is not None:

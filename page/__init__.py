@@ -21,7 +21,9 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home; works offline
 
+import anyio  # noqa: E402
 import gradio as gr  # noqa: E402
+from starlette.middleware import Middleware  # noqa: E402
 
 from tokenizer.score import MAX_FILE_BYTES  # noqa: E402
 
@@ -34,14 +36,32 @@ CSS = (".variant-slot {border: 1px solid #eceef2 !important; border-radius: 8px;
        ".variant-actions button {min-width: 0 !important} .block {border-color: #eceef2 !important}")
 
 
+class PruneAfterUpload:
+    """ASGI middleware: after each request to Gradio's upload route, the uploads are pruned (their caps, and a
+    refused upload's leftover), so the total stays within the cap between the janitor's timed passes."""
+
+    def __init__(self, app, uploads):
+        self.app, self.uploads = app, uploads
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+        if scope.get("type") == "http" and scope.get("path", "").rstrip("/").endswith("/upload"):
+            await anyio.to_thread.run_sync(self.uploads.prune)
+
+
 def serve(demo: gr.Blocks, host: str | None = None, port: int | None = None, mcp_server: bool | None = None,
           **kwargs):
     """Launch with the studio's settings (offline theme, no SSR, uploads limited to what the tokenizer
-    accepts for a MIDI file) and the MCP server at /gradio_api/mcp/ (off with MIDI_BANGERS_MCP=0)."""
+    accepts for a MIDI file and pruned after each upload) and the MCP server at /gradio_api/mcp/ (off with
+    MIDI_BANGERS_MCP=0)."""
     host = host or os.environ.get("GRADIO_SERVER_NAME") or "0.0.0.0"
     port = port or int(os.environ.get("GRADIO_SERVER_PORT") or 7860)
     if mcp_server is None:
         mcp_server = os.environ.get("MIDI_BANGERS_MCP", "1").strip().lower() not in ("0", "false", "no", "off")
+    uploads = getattr(getattr(demo, "studio", None), "uploads", None)
+    if uploads is not None:
+        kwargs.setdefault("app_kwargs", {}).setdefault("middleware", []).append(
+            Middleware(PruneAfterUpload, uploads=uploads))
     return demo.launch(server_name=host, server_port=port, theme=THEME, css=CSS, ssr_mode=False,
                        max_file_size=MAX_FILE_BYTES, show_error=True, mcp_server=mcp_server, **kwargs)
 

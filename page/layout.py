@@ -16,7 +16,7 @@ import gradio as gr
 from model import request as R
 from model.edits import EDITS, EditField
 from model.engine import engine_names
-from studio import EDIT_COMMON, NO_REFERENCE, NO_STYLE, Studio
+from studio import EDIT_COMMON, NO_REFERENCE, NO_STYLE, Studio, UploadCache
 from tokenizer import vocab as V
 
 from . import handlers as H
@@ -287,7 +287,7 @@ def wire_api(studio: Studio) -> None:
 def build_demo(studio: Studio | None = None) -> gr.Blocks:
     """The page over `studio` (a default Studio: output folders and uploads in Gradio's cache, bounded and
     swept by its janitor after every request, on page load and every few seconds while the server runs)."""
-    studio = studio or Studio()
+    studio = studio or Studio(uploads=UploadCache())  # only files uploaded to this page are read
     view = H.engine_view(engine_names()[0])
     with gr.Blocks(title="MIDI Bangers", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         p, go, stop = layout(view)
@@ -300,6 +300,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
         stop.click(stop_fn, None, None, cancels=events, queue=False, **PRIVATE)
         wire_api(studio)
         demo.load(studio.janitor.sweep, None, None, queue=False, **PRIVATE)
+    demo.studio = studio  # page.serve prunes its uploads after each upload
     studio.janitor.start(running=lambda: demo.is_running)
     demo.queue(default_concurrency_limit=2, max_size=64)
     return demo

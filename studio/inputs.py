@@ -32,6 +32,7 @@ from model.request import (
     SEED_LIMIT,
     GenerationRequest,
     RequestError,
+    shown,
     whole_number,
 )
 from tokenizer import MidiError, Score, load_midi
@@ -175,7 +176,7 @@ def with_defaults(values: Mapping[str, Any], defaults: Mapping[str, Any], what: 
     """`defaults` updated by `values`; a name `defaults` lacks is a RequestError that names it."""
     unknown = [name for name in values if name not in defaults]
     if unknown:
-        raise RequestError(f"{what}: unknown field {unknown[0]!r}; the fields are {', '.join(defaults)}")
+        raise RequestError(f"{what}: unknown field {shown(unknown[0])}; the fields are {', '.join(defaults)}")
     return {**defaults, **values}
 
 
@@ -183,7 +184,7 @@ def pick_engine(name: Any) -> Any:
     """The registered engine `name` (loaded), or RequestError naming the engine field."""
     names = engine_names()
     if not isinstance(name, str) or name not in names:
-        raise RequestError(f"{LABELS['engine']}: unknown engine {name!r}; choose from {', '.join(names)}")
+        raise RequestError(f"{LABELS['engine']}: unknown engine {shown(name)}; choose from {', '.join(names)}")
     try:
         return get_engine(name)
     except (OSError, ValueError) as e:  # e.g. a missing checkpoint

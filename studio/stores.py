@@ -36,6 +36,7 @@ OUTPUT_MAX_BYTES = 512 * MB
 KEEP_UPLOADS = 256
 UPLOAD_MAX_AGE = 3600
 UPLOAD_MAX_BYTES = 256 * MB
+TMP_GRACE = 60.0  # seconds before an upload route's leftover tmp file counts as orphaned
 PRUNE_EVERY = 60  # seconds between the Janitor's sweeps
 
 
@@ -164,14 +165,44 @@ class OutputStore(FolderCap):
 
 class UploadCache(FolderCap):
     """The uploads in Gradio's cache: one folder per file, named by its content hash (`<cache>/<sha>/name`).
-    Other folders there (the OutputStore's, Gradio's own) are not touched."""
+    Other folders there (the OutputStore's, Gradio's own) are not touched.  The upload route first streams a body
+    into a `tmp*` file in the cache's root; a refused upload (a bad file name, a body over the size limit) leaves
+    it there, so `prune()` also removes such files once they are `tmp_grace` seconds old (a body still arriving
+    is younger)."""
 
     def __init__(self, root: str | os.PathLike | None = None, keep: int = KEEP_UPLOADS,
-                 max_age: float = UPLOAD_MAX_AGE, max_bytes: int = UPLOAD_MAX_BYTES):
+                 max_age: float = UPLOAD_MAX_AGE, max_bytes: int = UPLOAD_MAX_BYTES, tmp_grace: float = TMP_GRACE):
         super().__init__(gradio_cache_dir() if root is None else root, keep, max_age, max_bytes)
+        self.tmp_grace = tmp_grace
 
     def counts(self, folder: Path) -> bool:
         return re.fullmatch(r"[0-9a-f]{32,128}", folder.name) is not None
+
+    def leftovers(self) -> list[Path]:
+        """The upload route's `tmp*` files in the cache's root older than `tmp_grace` seconds."""
+        now, old = time.time(), []
+        try:
+            for p in self.root.iterdir():
+                try:
+                    if p.name.startswith("tmp") and p.is_file() and not p.is_symlink() \
+                            and now - p.stat().st_mtime >= self.tmp_grace:
+                        old.append(p)
+                except OSError:
+                    continue  # gone meanwhile
+        except FileNotFoundError:
+            pass
+        return old
+
+    def prune(self) -> int:
+        """Folders beyond the caps (FolderCap.prune), then the route's leftovers; returns how many went."""
+        deleted = super().prune()
+        for p in self.leftovers():
+            try:
+                p.unlink()
+                deleted += 1
+            except OSError:
+                continue
+        return deleted
 
     def hold_upload(self, path: Path, name: str) -> AbstractContextManager:
         """Hold an uploaded file while it is read.  Only a file in this cache is accepted: an API caller must

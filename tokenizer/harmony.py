@@ -59,11 +59,17 @@ _SHOWN_QUALITIES = ("m", "7", "maj7", "m7", "dim", "aug", "sus2", "sus4")
 MAX_CHORDS = 64
 
 
+def quoted(text: str, limit: int = 40) -> str:
+    """`text` as a message quotes it: repr, cut to `limit` characters (a message never echoes a huge value)."""
+    r = repr(text)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
 def parse_note(name: str) -> int:
     """'C' -> 0, 'F#' -> 6, 'Bb' -> 10 (letters either case, # b ♯ ♭ accidentals)."""
     text = name.strip()
     if not re.fullmatch(_NOTE_RE, text):
-        raise ValueError(f"{name!r} is not a note name such as C, F# or Bb")
+        raise ValueError(f"{quoted(name)} is not a note name such as C, F# or Bb")
     pc = _LETTERS[text[0].upper()]
     for acc in text[1:]:
         pc += 1 if acc in "#♯" else -1
@@ -89,11 +95,11 @@ def parse_key(text: str) -> Key:
         raise ValueError("write a tonic and a mode, e.g. 'D minor'")
     m = re.match(rf"^\s*({_NOTE_RE})\s*(.*?)\s*$", text)
     if not m:
-        raise ValueError(f"{text!r} does not start with a tonic such as C, F# or Bb (e.g. 'D minor')")
+        raise ValueError(f"{quoted(text)} does not start with a tonic such as C, F# or Bb (e.g. 'D minor')")
     mode = re.sub(r"[\s_]+", "-", m.group(2).strip().lower())
     mode = _MODE_ALIASES.get(mode, mode)
     if mode not in MODES:
-        raise ValueError(f"unknown mode {m.group(2)!r}; choose from {', '.join(MODES)}")
+        raise ValueError(f"unknown mode {quoted(m.group(2))}; choose from {', '.join(MODES)}")
     return Key(parse_note(m.group(1)), mode)
 
 
@@ -115,7 +121,7 @@ class Chord:
 def parse_chord(symbol: str) -> Chord:
     m = _CHORD_RE.match(symbol.strip())
     if not m or m.group(2) not in QUALITIES:
-        raise ValueError(f"{symbol!r} is not a chord symbol: a root (C, F#, Bb), then nothing (major) or one of "
+        raise ValueError(f"{quoted(symbol)} is not a chord symbol: a root (C, F#, Bb), then nothing (major) or one of "
                          f"{', '.join(_SHOWN_QUALITIES)}, and an optional slash bass such as C/E")
     root = parse_note(m.group(1))
     return Chord(root, m.group(2), parse_note(m.group(3)) if m.group(3) else root)

@@ -342,3 +342,57 @@ def test_a_cancelled_job_stops_and_frees_the_engine(client, app_server):
     assert out[0] == "5" and waited < 30, f"the next request waited {waited:.0f} s"
     time.sleep(2.0)
     assert not list(store.root.rglob("midi-bangers-424242*")), "the cancelled job went on to render"
+
+
+SONG = Path(__file__).resolve().parents[1] / "fixtures" / "midi" / "chemistry_lab.mid"
+WRONG = [  # (endpoint, fields, the message's start)
+    ("/continue", {"bars": "abc"}, "Length (bars) must be a whole number"),
+    ("/continue", {"bars": 2.7}, "Length (bars) must be a whole number"),
+    ("/infill", {"first_bar": "x"}, "Infill bars must be"),
+    ("/add_part", {"part": 3}, "Part must be one of"),
+    ("/regenerate_part", {"engine": "gpt-9"}, "Engine: unknown engine 'gpt-9'"),
+    ("/add_part", {"part": "strings", "drum_kit": "cowbell"}, "Drum kit: unknown kit"),
+    ("/infill", {"key": "H lydian"}, "Key: "),
+    ("/continue", {"top_k": 2.5}, "Top-k must be a whole number"),
+    ("/regenerate_part", {"part": "organ", "temperature": "hot"}, "Temperature must be a number"),
+    ("/continue", {"seed": "seven"}, "Seed must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("endpoint, fields, expected", WRONG)
+def test_every_editing_endpoint_names_the_field_of_a_wrong_value(client, endpoint, fields, expected):
+    with pytest.raises(AppError) as e:
+        client.predict(midi=handle_file(str(SONG)), **fields, api_name=endpoint)
+    msg = str(e.value)
+    assert msg.startswith(expected) and "preprocess" not in msg and "list of choices" not in msg, msg
+
+
+@pytest.mark.parametrize("endpoint, field", [("/continue", "key"), ("/add_part", "chords"), ("/generate", "chords"),
+                                             ("/generate", "engine"), ("/infill", "drum_kit")])
+def test_a_huge_value_is_quoted_in_a_few_dozen_characters(client, endpoint, field):
+    fields = {field: "Q" * 100_000} if endpoint == "/generate" else {"midi": handle_file(str(SONG)), field: "Q" * 100_000}
+    with pytest.raises(AppError) as e:
+        client.predict(**fields, api_name=endpoint)
+    assert len(str(e.value)) < 250 and str(e.value).count("Q") <= 40, str(e.value)[:300]
+
+
+def test_a_refused_upload_leaves_nothing_behind(client, app_server):
+    """An upload named '..' is refused by Gradio's upload route, which leaves its body in the cache as a tmp file:
+    the pass after each upload removes it once it is orphaned (here: aged past the grace at once)."""
+    import os
+    import time
+
+    import httpx
+
+    _, _, uploads = app_server
+    before = set(uploads.root.glob("tmp*"))
+    r = httpx.post(app_server[0] + "gradio_api/upload", files={"files": ("..", b"MThd" + b"\0" * 200_000)}, timeout=60)
+    assert r.status_code >= 400, r.text
+    left = [p for p in uploads.root.glob("tmp*") if p not in before and p.is_file()]
+    assert left, "the refused upload left no tmp file: nothing to test"
+    for p in left:  # aged past the grace: what the next pass would find an hour later
+        old = time.time() - uploads.tmp_grace - 1
+        os.utime(p, (old, old))
+    httpx.post(app_server[0] + "gradio_api/upload", files={"files": ("ok.mid", b"MThd")}, timeout=60)
+    assert not [p for p in left if p.exists()], left
+    assert not [p for p in uploads.root.glob("tmp*") if p.is_file() and time.time() - p.stat().st_mtime > uploads.tmp_grace]
