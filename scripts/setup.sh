@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="$(grep -v '^#' packages.txt | xargs) mma openttd-openmsx chromium chromium-driver"
+APT_PKGS="$(grep -v '^#' packages.txt | xargs) mma openttd-openmsx freedoom chromium chromium-driver"
 missing=""
 for p in $APT_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

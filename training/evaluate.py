@@ -1,6 +1,7 @@
 """Held-out figures for checkpoints of any engine, one command:
 
     python -m training.evaluate --data data/corpus --split test checkpoints/transformer runs/x/best
+    python -m training.evaluate --data data/corpus --split realtest transformer  # real songs, never trained on
     python -m training.evaluate --engine cnn --data data/corpus cnn       # an engine name: its shipped checkpoint
 
 The engine comes from each checkpoint's config (or --engine); its family module in training/tasks/
@@ -20,6 +21,7 @@ import torch
 
 from model import checkpoint as ckpt
 
+from .data import REAL_SPLITS, SPLITS
 from .tasks import FAMILIES, evaluate_checkpoint
 
 COLUMNS = ("loss", "accuracy", "ppl_shift", "ppl_durvel", "ppl_grouppitch", "bits_per_note")
@@ -44,7 +46,9 @@ def main(argv=None) -> int:
     p.add_argument("--engine", default=None, choices=sorted(FAMILIES),
                    help="evaluate as this engine (default: the engine each checkpoint names)")
     p.add_argument("--data", default="data/corpus")
-    p.add_argument("--split", default="test", choices=("train", "validation", "test"))
+    p.add_argument("--split", default="test", choices=SPLITS + REAL_SPLITS,
+                   help="a corpus split; realdev / realtest are the held-out real songs (POP909, freedoom, "
+                        "openmsx) that no training run sees")
     p.add_argument("--max-items", "--max-windows", dest="max_items", type=int, default=None,
                    help="measure at most N windows / pairs / segments, evenly spaced over the split")
     p.add_argument("--context", type=int, default=None, help="transformer: evaluate at this context length")
@@ -62,6 +66,9 @@ def main(argv=None) -> int:
             engine = args.engine or engine_of(source)
             if "context" in options and engine != "transformer":
                 raise ValueError("--context applies to transformer checkpoints only")
+            if args.split in REAL_SPLITS and engine != "transformer":
+                raise ValueError(f"--split {args.split} (the held-out real songs) is measured for transformer "
+                                 f"checkpoints only; the {engine} task reads train / validation / test")
             r = evaluate_checkpoint(engine, source, args.data, args.split, max_items=args.max_items, **options)
             print(json.dumps(r), flush=True)
             rows.append(r)

@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from model import checkpoint as ckpt
 
+from .data import AUGMENTATIONS, Augment
 from .tasks import FAMILIES, TrainTask, add_sums, train_task
 
 log = logging.getLogger("training.train")
@@ -227,7 +228,8 @@ def train(args) -> dict:
         meta = {"train": {"step": step, "epoch": epoch, "best_val_loss": best, "tokens_seen": tokens_seen,
                           "train_seconds": elapsed_before + (time.time() - t_start), "lr": args.lr,
                           "batch": args.batch, "world_size": world, "data": str(args.data),
-                          "preset": getattr(args, "preset", None), "device": str(device), "amp": amp},
+                          "preset": getattr(args, "preset", None), "device": str(device), "amp": amp,
+                          "augment": getattr(args, "augment", "")},
                 "validation": val, "n_params": n_params}
         config = {"engine": task.engine, "model": asdict(task.config), "meta": meta}
         ckpt.save_checkpoint(directory, task.state_for_checkpoint(unwrap(model)), config)
@@ -299,6 +301,15 @@ def train(args) -> dict:
     return {"step": step, "best_val_loss": best, "validation": last_val, "tokens_seen": tokens_seen}
 
 
+def _augmentations(text: str) -> str:
+    """The --augment value, checked (training.data.Augment.parse), in its canonical order."""
+    try:
+        kinds = Augment.parse(text).kinds
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return ",".join(k for k in AUGMENTATIONS if k in kinds)
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--engine", default="transformer", choices=sorted(FAMILIES))
@@ -327,13 +338,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--augment", default="", type=_augmentations, metavar="KINDS",
+                   help=f"transformer: augment training windows on the fly, comma-separated from "
+                        f"{','.join(AUGMENTATIONS)} (default: none); seeded by --seed, the epoch and the window")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
 def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.augment and args.engine != "transformer":
+        p.error(f"--augment applies to the transformer only (not {args.engine})")
     try:
         result = train(args)
     except (FileNotFoundError, ValueError, KeyError) as e:

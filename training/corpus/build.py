@@ -6,14 +6,16 @@ a re-run only processes new items, and an interrupted build resumes.  Assembly t
 again in their fixed order and writes
 
   {split}.tokens.npy           one flat uint16 token stream per split (pieces = encode(score))
-  {split}.index.jsonl          one JSON row per piece (id, group, source, style, groups, drums,
-                               offset, length, n_notes, bars)
+  {split}.index.jsonl          one JSON row per piece or segment (id, group, source, license, style,
+                               groups, drums, offset, length, n_notes, bars, segment, segments,
+                               start_step, and the source's own fields)
   {split}.pianoroll.npy        (N, 5, 32, 16) uint8 = packbits of (N, 5, 32, 128) windows, 2 steps/beat
   {split}.pianoroll_index.npy  (N,) int32: row of each window's piece in {split}.index.jsonl
   stats.json, report.md
 
-Splits are by piece group (a tune, with all its arrangements), by hash: 90 / 5 / 5.
-All outputs are written to a temp name and renamed.
+for each split of pieces.ALL_SPLITS: train / validation / test by piece group, by hash (90 / 5 / 5), and
+realdev / realtest, the held-out real songs (pieces.split_of).  Long pieces are cut into segments
+(pieces.segment_piece).  All outputs are written to a temp name and renamed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ import itertools
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -39,40 +40,29 @@ import tokenizer
 from tokenizer import vocab as V
 from tokenizer.pianoroll import score_to_pianoroll, windows
 
+from . import sources as _src
 from .arrangement import arrange_abc
 from .classical import classical_scores
-from .common import CorpusError, Skip, stable_hash
-from .sources import check_midi_dirs, iter_items
+from .common import CorpusError, Skip
+from .doom import DoomError, lump_bytes, lump_to_midi
+from .pieces import ALL_SPLITS, MAX_NOTES, MAX_SECONDS, REAL_SPLITS, SPLITS, check_score, segment_piece, split_of
+from .pop909 import song_pieces
+from .report import Tally, render_report
+from .sources import DEFAULT_SOURCES, LICENSES, check_midi_dirs, check_sources, iter_items
 
 log = logging.getLogger(__name__)
 
 BUILDER_VERSION = "1"
-SPLITS = ("train", "validation", "test")
-MAX_NOTES = 20_000
-MAX_SECONDS = 30 * 60
+# the names of pieces and report stay importable from here, where they were first defined
+__all__ = ["ALL_SPLITS", "BUILDER_VERSION", "MAX_NOTES", "MAX_SECONDS", "REAL_SPLITS", "SPLITS", "Tally", "build",
+           "cache_path", "check_score", "left_out", "load_cache", "piece_record", "process_item", "render_report",
+           "save_cache", "split_of"]
 PR_STEPS_PER_BEAT = 2
 PR_LENGTH = 32
 PR_MAX_WINDOWS = 16
 
 
-def split_of(group_id: str) -> str:
-    """Deterministic split of a piece group (a tune with all its arrangements): 90/5/5."""
-    r = stable_hash("split:" + group_id) % 100
-    return "train" if r < 90 else "validation" if r < 95 else "test"
-
-
 # ---- per-item processing ----------------------------------------------------------------------------
-def check_score(score: tokenizer.Score) -> None:
-    """Raises Skip for a piece the corpus leaves out: no notes, too many notes, too long."""
-    n = len(score.notes)
-    if n == 0:
-        raise Skip("no notes")
-    if n > MAX_NOTES:
-        raise Skip(f"too long (> {MAX_NOTES} notes)")
-    if score.seconds() > MAX_SECONDS:
-        raise Skip(f"too long (> {MAX_SECONDS // 60} minutes)")
-
-
 def piece_record(p: dict) -> tuple[dict, np.ndarray, np.ndarray]:
     """A piece dict (id, group, source, style, score, extra) -> (index row, tokens, packed pianoroll windows)."""
     score = p["score"]
@@ -122,7 +112,7 @@ def _fd1_silenced() -> Iterator[None]:
 
 
 def process_item(item: dict) -> dict:
-    """One item -> its pieces and what was left out, never raising:
+    """One item -> its pieces (a long piece as its segments) and what was left out, never raising:
     {"id", "pieces": [(meta, tokens, packed)], "skipped": [(id, reason)], "seconds"}"""
     global _WORKDIR
     if _WORKDIR is None:
@@ -134,17 +124,20 @@ def process_item(item: dict) -> dict:
             raw = arrange_abc(item, _WORKDIR)
         elif item["source"] == "classical":
             raw = classical_scores(item)
+        elif item["source"] == "pop909":
+            raw = song_pieces(item)
         else:
             try:
-                score = tokenizer.load_midi(item["path"], style=item.get("style"))
-            except tokenizer.MidiError as e:
+                src = lump_to_midi(lump_bytes(item["path"], item["lump"])) if item["source"] == "freedoom" \
+                    else item["path"]
+                score = tokenizer.load_midi(src, style=item.get("style"))
+            except (tokenizer.MidiError, DoomError) as e:
                 raise Skip(f"broken: {e}") from None
             raw = [dict(id=item["id"], group=item["group"], source=item["source"], style=item.get("style"),
                         score=score)]
         for p in raw:
             try:
-                check_score(p["score"])
-                pieces.append(piece_record(p))
+                pieces += [piece_record(seg) for seg in segment_piece(p, MAX_NOTES, MAX_SECONDS)]
             except Skip as e:
                 skipped.append((p["id"], str(e)))
     except Skip as e:
@@ -213,6 +206,9 @@ class _SplitWriter:
 
     def add(self, meta: dict, toks: np.ndarray, pr: np.ndarray) -> None:
         row = dict(meta)
+        row["license"] = LICENSES.get(meta["source"], "unknown")
+        for k, v in (("segment", 0), ("segments", 1), ("start_step", 0)):  # items cached before segments
+            row.setdefault(k, v)
         row["offset"] = self.n_tokens
         row["length"] = int(len(toks))
         row["split"] = self.split
@@ -318,68 +314,34 @@ def _process(out: Path, items: Iterator[dict], n_items: int, n_todo: int, worker
     return n_done, n_cached, proc_seconds
 
 
-class _Tally:
-    """What the assembled corpus holds (per split, style, group, source) and what was skipped, and why."""
-
-    def __init__(self):
-        self.skipped: collections.Counter = collections.Counter()
-        self.skip_examples: dict[str, list[str]] = collections.defaultdict(list)
-        self.per_split = {s: collections.Counter() for s in SPLITS}
-        self.styles = {s: collections.Counter() for s in SPLITS}
-        self.groups: collections.Counter = collections.Counter()
-        self.sources: collections.Counter = collections.Counter()
-        self.style_all: collections.Counter = collections.Counter()
-        self.chords: collections.Counter = collections.Counter()
-        self.drums = 0
-
-    def skip(self, pid: str, reason: str) -> None:
-        key = re.sub(r"\d+(\.\d+)?", "N", reason) if reason.startswith("error") else reason
-        self.skipped[key] += 1
-        if len(self.skip_examples[key]) < 3:
-            self.skip_examples[key].append(pid)
-
-    def piece(self, split: str, meta: dict, n_windows: int) -> None:
-        c = self.per_split[split]
-        c["pieces"] += 1
-        c["tokens"] += meta["length"]
-        c["notes"] += meta["n_notes"]
-        c["windows"] += n_windows
-        self.styles[split][meta["style"] or "none"] += 1
-        self.style_all[meta["style"] or "none"] += 1
-        for g in meta["groups"] + (["drums"] if meta["drums"] else []):
-            self.groups[g] += 1
-        self.sources[meta["source"]] += 1
-        self.drums += bool(meta["drums"])
-        if "chords" in meta:
-            self.chords[meta["chords"]] += 1
-
-    def total(self, key: str) -> int:
-        return sum(c[key] for c in self.per_split.values())
-
-
-def _assemble(out: Path, items: Iterator[dict], n_items: int, progress: bool) -> tuple[_Tally, int]:
+def _assemble(out: Path, items: Iterator[dict], n_items: int, progress: bool) -> tuple[Tally, int]:
     """Writes the split shards from the cache, in item order. -> (tally, items walked)."""
     from tqdm import tqdm
 
-    writers = {s: _SplitWriter(out, s) for s in SPLITS}
-    tally = _Tally()
+    writers = {s: _SplitWriter(out, s) for s in ALL_SPLITS}
+    tally = Tally()
     n = 0
     for it in tqdm(items, total=n_items, desc="assembling", unit="item", disable=not progress):
         n += 1
         path = cache_path(out, _cache_key(it))
         if not path.exists():  # cannot happen unless the cache was deleted meanwhile
-            tally.skipped["missing from cache"] += 1
+            tally.skip(it["id"], "missing from cache", it["source"])
             continue
         info, toks, pr, n_pr = load_cache(path)
+        if any(reason.startswith("too long") for _, reason in info["skipped"]):
+            # cached by a builder that skipped long pieces: processed again, now cut into segments
+            with _fd1_silenced():
+                save_cache(path, process_item(it))
+            info, toks, pr, n_pr = load_cache(path)
         for pid, reason in info["skipped"]:
-            tally.skip(pid, reason)
+            tally.skip(pid, reason, it["source"])
         t_off, p_off = 0, 0
         for meta, npr in zip(info["pieces"], n_pr):
             t = toks[t_off:t_off + meta["length"]]
             p = pr[p_off:p_off + int(npr)]
             t_off += meta["length"]
             p_off += int(npr)
-            split = split_of(meta["group"])
+            split = split_of(meta["group"], meta["source"])
             writers[split].add(meta, t, p)
             tally.piece(split, meta, int(npr))
     for w in writers.values():
@@ -387,14 +349,32 @@ def _assemble(out: Path, items: Iterator[dict], n_items: int, progress: bool) ->
     return tally, n
 
 
+def left_out(names, pop909) -> tuple[list[str], object]:
+    """What of the named sources this machine cannot give, one line each (a missing package or folder),
+    and the POP909 folder to use (None when it is left out)."""
+    lines = []
+    if "openmsx" in names and not _src.OPENMSX_DIR.is_dir():
+        lines.append(f"openmsx: {_src.OPENMSX_DIR} not found (apt-get install openttd-openmsx)")
+    if "freedoom" in names and not _src.freedoom_wads():
+        lines.append(f"freedoom: no WAD in {_src.FREEDOOM_DIR} (apt-get install freedoom)")
+    if "pop909" in names and (pop909 is None or not Path(pop909).is_dir()):
+        lines.append(f"pop909: folder {pop909} not found (give --pop909 DIR, the POP909 song folders)")
+        pop909 = None
+    return lines, pop909
+
+
 def build(out, midi_dirs=(), limit: int | None = None, workers: int | None = None, default: bool = True,
-          progress: bool = True) -> dict:
+          progress: bool = True, sources=None, pop909=None) -> dict:
     """Build (or resume) the corpus in `out`; returns the stats dict.
 
-    midi_dirs: folders of MIDI files, added after the default sources (default=False: only these).
-    limit: at most this many items in all (tunes, score files, MIDI files), taken in turn from each
-    source (sources.iter_items).  Raises CorpusError, before writing anything, for a MIDI folder that
-    does not exist or holds no MIDI file, or when there is nothing to build."""
+    midi_dirs: folders of MIDI files, added after the named sources (default=False: only these).
+    sources: the package sources to take (sources.PACKAGE_SOURCES names; None: DEFAULT_SOURCES, which
+    leave out freedoom and POP909).  pop909: the POP909 folder ("pop909" in sources needs it).  A source
+    this machine cannot give is left out with a log line and a line in stats["left_out"].
+    limit: at most this many items in all (tunes, score files, MIDI files, songs, lumps), taken in turn
+    from each source (sources.iter_items).  Raises CorpusError, before writing anything, for an unknown
+    source name, a MIDI folder that does not exist or holds no MIDI file, or when there is nothing to
+    build."""
     midi_dirs = [str(d) for d in midi_dirs]
     if not default and not midi_dirs:
         raise CorpusError("nothing to build: the default sources are off and no MIDI folder is given; "
@@ -402,13 +382,17 @@ def build(out, midi_dirs=(), limit: int | None = None, workers: int | None = Non
     if limit is not None and limit < 1:
         raise CorpusError(f"limit must be at least 1 (got {limit})")
     check_midi_dirs(midi_dirs)
+    names = check_sources(DEFAULT_SOURCES if sources is None else sources) if default else ()
+    missing, pop909 = left_out(names, pop909)
+    for line in missing:
+        log.warning("left out: %s", line)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or os.cpu_count() or 1
     t0 = time.time()
 
     def items() -> Iterator[dict]:
-        return iter_items(midi_dirs, limit, default)
+        return iter_items(midi_dirs, limit, default, names, pop909)
 
     # a cheap first walk gives the progress bars their totals
     n_listed = n_todo = 0
@@ -426,8 +410,12 @@ def build(out, midi_dirs=(), limit: int | None = None, workers: int | None = Non
         builder_version=BUILDER_VERSION, vocab_size=V.VOCAB_SIZE, items=n_items,
         items_processed=n_done, items_cached=n_cached,
         pieces=total, tokens=tally.total("tokens"), notes=tally.total("notes"),
-        splits={s: dict(tally.per_split[s]) for s in SPLITS},
-        styles=dict(tally.style_all.most_common()), styles_per_split={s: dict(tally.styles[s]) for s in SPLITS},
+        splits={s: dict(tally.per_split[s]) for s in ALL_SPLITS},
+        real={k: tally.per_split["realdev"][k] + tally.per_split["realtest"][k] for k in ("pieces", "notes", "tokens")},
+        per_source=tally.source_table(), sources_used=list(names), left_out=missing,
+        licenses={k: LICENSES.get(k, "unknown") for k in tally.sources},
+        pop909=str(pop909) if pop909 is not None else None,
+        styles=dict(tally.style_all.most_common()), styles_per_split={s: dict(tally.styles[s]) for s in ALL_SPLITS},
         groups=dict(tally.groups.most_common()), drums_share=round(tally.drums / total, 4) if total else 0.0,
         sources=dict(tally.sources.most_common()), abc_chords=dict(tally.chords),
         skipped=dict(tally.skipped.most_common()), skipped_total=sum(tally.skipped.values()),
@@ -442,27 +430,3 @@ def build(out, midi_dirs=(), limit: int | None = None, workers: int | None = Non
     log.info("corpus: %d pieces, %d tokens, %d skipped, %.0f s", total, stats["tokens"], stats["skipped_total"],
              seconds)
     return stats
-
-
-def render_report(s: dict) -> str:
-    """report.md: the stats as a page (splits, styles, sources, instrument groups, skip reasons)."""
-    L = ["# Training corpus report", ""]
-    L.append(f"Builder version {s['builder_version']}, vocabulary {s['vocab_size']}. "
-             f"Built in {s['build_seconds']} s ({s['items_processed']} items processed, {s['items_cached']} "
-             f"from cache, {s['workers']} workers, {s['items_per_second']} items/s).")
-    L += ["", "| split | pieces | notes | tokens | pianoroll windows |", "|---|---:|---:|---:|---:|"]
-    for sp in SPLITS:
-        c = s["splits"][sp]
-        L.append(f"| {sp} | {c.get('pieces', 0)} | {c.get('notes', 0)} | {c.get('tokens', 0)} | {c.get('windows', 0)} |")
-    L.append(f"| total | {s['pieces']} | {s['notes']} | {s['tokens']} | |")
-    L += ["", f"Drums in {100 * s['drums_share']:.1f}% of pieces.", "", "## Styles", ""]
-    L += [f"- {k}: {v}" for k, v in s["styles"].items()]
-    L += ["", "## Sources", ""] + [f"- {k}: {v}" for k, v in s["sources"].items()]
-    if s.get("abc_chords"):
-        L += ["", "ABC arrangements' chords: " + ", ".join(f"{k} {v}" for k, v in s["abc_chords"].items())]
-    L += ["", "## Instrument groups (pieces using each)", ""] + [f"- {k}: {v}" for k, v in s["groups"].items()]
-    L += ["", f"## Skipped ({s['skipped_total']})", ""]
-    for k, v in s["skipped"].items():
-        ex = ", ".join(s["skipped_examples"].get(k, []))
-        L.append(f"- {v} x {k} (e.g. {ex})")
-    return "\n".join(L) + "\n"

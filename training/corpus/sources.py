@@ -1,15 +1,19 @@
 """Where the corpus items come from, in their fixed build order, and what `--limit` takes of them.
 
-An item is one unit of work: an ABC tune, a music21 score file, or a MIDI file.  Sources, in order:
-the openttd-openmsx songs, music21's bundled scores (composers interleaved), each ABC collection of
-music21's corpus, then each --midi-dir (walked lazily, never listed in memory).  The MMA groove table
-(the grooves the ABC arrangements play, each with its style) is read here too.
+An item is one unit of work: an ABC tune, a music21 score file, a MIDI file, a POP909 song or a music
+lump of a Doom WAD.  Sources, in order: the openttd-openmsx songs, freedoom's level music (the D_* lumps
+of its WADs), POP909's songs (a folder), music21's bundled scores (composers interleaved), each ABC
+collection of music21's corpus, then each --midi-dir (walked lazily, never listed in memory).  The
+package sources a build takes are named (PACKAGE_SOURCES); each piece's licence is its source's
+(LICENSES).  The MMA groove table (the grooves the ABC arrangements play, each with its style) is read
+here too.
 """
 
 from __future__ import annotations
 
 import collections
 import functools
+import hashlib
 import importlib.util
 import itertools
 import os
@@ -23,7 +27,23 @@ from .common import CorpusError, stable_hash
 
 MMA_LIB = Path("/usr/share/mma/lib/stdlib")
 OPENMSX_DIR = Path("/usr/share/games/openttd/baseset/openmsx")
+FREEDOOM_DIR = Path("/usr/share/games/doom")
+FREEDOOM_WADS = ("freedoom1.wad", "freedoom2.wad", "freedm.wad")
 MIDI_SUFFIXES = (".mid", ".midi", ".kar", ".smf")
+
+# The sources a build can take by name (besides --midi-dir folders), in build order.  DEFAULT_SOURCES are
+# what build() takes unless told otherwise; the command line adds freedoom and POP909 (see __main__).
+PACKAGE_SOURCES = ("openmsx", "freedoom", "pop909", "classical", "abc")
+DEFAULT_SOURCES = ("openmsx", "classical", "abc")
+# Licence of each source's pieces, written into every index row ("license").
+LICENSES = {
+    "openmsx": "GPL-2.0-only",  # Debian openttd-openmsx
+    "freedoom": "BSD-3-Clause",  # Debian freedoom
+    "pop909": "MIT",  # POP909's LICENSE
+    "classical": "music21-corpus",  # music21/corpus/license.txt: per-work terms, some non-commercial
+    "abc": "music21-corpus + GPL-2.0-or-later",  # a music21 corpus tune arranged with MMA's grooves
+    "midi": "unknown",  # the user's own folders
+}
 
 # ---- MMA grooves ------------------------------------------------------------------------------
 # groove file (stem) -> style.  Files not listed are not used.
@@ -190,6 +210,43 @@ def iter_openmsx() -> Iterator[dict]:
         yield dict(source="openmsx", id=f"openmsx:{p.name}", group=f"openmsx:{p.name}", path=str(p), style="game")
 
 
+def freedoom_wads() -> list[Path]:
+    """freedoom's WAD files in FREEDOOM_DIR (Debian freedoom), in FREEDOOM_WADS order; none where the
+    package is not installed."""
+    return [FREEDOOM_DIR / w for w in FREEDOOM_WADS if (FREEDOOM_DIR / w).is_file()]
+
+
+def iter_freedoom() -> Iterator[dict]:
+    """The music lumps (D_*, MUS or MIDI) of freedoom's WADs, style "game"; a lump whose bytes an earlier
+    lump already had is left out (the same song used for two levels)."""
+    from .doom import DoomError, music_lumps
+
+    seen: set[str] = set()
+    for path in freedoom_wads():
+        wad = path.name
+        try:
+            lumps = music_lumps(path)
+        except (OSError, DoomError):
+            continue
+        for name, blob in lumps:
+            digest = hashlib.sha1(blob).hexdigest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+            pid = f"freedoom:{wad}/{name}"
+            yield dict(source="freedoom", id=pid, group=pid, path=str(path), lump=name, style="game",
+                       cache_key=f"{pid}|{digest}")
+
+
+def iter_pop909(root: str | Path) -> Iterator[dict]:
+    """POP909's songs under `root` (one folder NNN/ per song), in song order, style "pop"."""
+    from .pop909 import song_dirs
+
+    for d in song_dirs(root):
+        pid = f"pop909:{d.name}"
+        yield dict(source="pop909", id=pid, group=pid, path=str(d), style="pop")
+
+
 # ---- MIDI folders ---------------------------------------------------------------------------------
 def walk_midi(root: str) -> Iterator[str]:
     """Lazily yields MIDI paths under root, sorted per directory (deterministic), never listing all."""
@@ -236,12 +293,29 @@ def check_midi_dirs(midi_dirs) -> None:
 
 
 # ---- all items --------------------------------------------------------------------------------------
-def sources(midi_dirs=(), default: bool = True) -> list[Callable[[], Iterator[dict]]]:
-    """The item sources in build order, each a function that starts its iteration afresh:
-    openmsx, classical, each ABC collection (default sources), then each MIDI folder."""
+def check_sources(names) -> tuple[str, ...]:
+    """The named package sources in build order; CorpusError for a name that is not one."""
+    names = tuple(names)
+    bad = [n for n in names if n not in PACKAGE_SOURCES]
+    if bad:
+        raise CorpusError(f"unknown source {', '.join(bad)}: choose from {', '.join(PACKAGE_SOURCES)}")
+    return tuple(n for n in PACKAGE_SOURCES if n in names)
+
+
+def sources(midi_dirs=(), default: bool = True, names=None, pop909=None) -> list[Callable[[], Iterator[dict]]]:
+    """The item sources in build order, each a function that starts its iteration afresh: the named
+    package sources (`names`, default DEFAULT_SOURCES: openmsx, classical, each ABC collection) unless
+    default=False, then each MIDI folder.  "pop909" needs the folder `pop909`."""
     out: list[Callable[[], Iterator[dict]]] = []
     if default:
-        out += [iter_openmsx, iter_classical] + [functools.partial(iter_abc_collection, d) for d in ABC_DIRS]
+        for name in check_sources(DEFAULT_SOURCES if names is None else names):
+            if name == "abc":
+                out += [functools.partial(iter_abc_collection, d) for d in ABC_DIRS]
+            elif name == "pop909":
+                if pop909 is not None:
+                    out.append(functools.partial(iter_pop909, pop909))
+            else:
+                out.append({"openmsx": iter_openmsx, "freedoom": iter_freedoom, "classical": iter_classical}[name])
     return out + [functools.partial(iter_midi_dir, d) for d in midi_dirs]
 
 
@@ -260,10 +334,12 @@ def limit_quotas(available: list[int], limit: int) -> list[int]:
     return quota
 
 
-def iter_items(midi_dirs=(), limit: int | None = None, default: bool = True) -> Iterator[dict]:
-    """Every item in build order; with `limit`, at most `limit` items in all (see limit_quotas), each
-    source giving the first items of its own order, so a limited build is a subset of the full one."""
-    streams = sources(midi_dirs, default)
+def iter_items(midi_dirs=(), limit: int | None = None, default: bool = True, names=None,
+               pop909=None) -> Iterator[dict]:
+    """Every item in build order (sources() says which); with `limit`, at most `limit` items in all (see
+    limit_quotas), each source giving the first items of its own order, so a limited build is a subset of
+    the full one."""
+    streams = sources(midi_dirs, default, names, pop909)
     if limit is None:
         for s in streams:
             yield from s()

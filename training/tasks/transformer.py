@@ -1,5 +1,7 @@
-"""The transformer's training task (next-token cross-entropy on random windows of the corpus stream)
-and its held-out evaluation: loss, token accuracy, per-slot perplexity and bits per note."""
+"""The transformer's training task (next-token cross-entropy on random windows of the corpus stream,
+optionally augmented on the fly: `--augment`, training.data.Augment) and its held-out evaluation on any
+split (test, or the real songs of realdev / realtest): loss, token accuracy, per-slot perplexity and
+bits per note."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from torch.utils.data import DataLoader
 from model.transformer import PRESETS, TransformerConfig, TransformerEngine, build_model
 from tokenizer import vocab as V
 
-from ..data import FixedWindows, RandomWindows, load_tokens
+from ..data import Augment, FixedWindows, RandomWindows, load_tokens
 from .base import TrainTask, sum_metrics
 
 _SLOT_OF_TOKEN = torch.tensor([V.token_slot(t) for t in range(V.VOCAB_SIZE)], dtype=torch.long)
@@ -65,7 +67,8 @@ def task(args) -> TrainTask:
         cfg = replace(cfg, max_seq_len=args.context)
     return TrainTask(
         engine="transformer", config=cfg, build=build_model, loss=lm_loss, summarize=summarize,
-        train_set=RandomWindows(load_tokens(args.data, "train"), cfg.max_seq_len + 1, seed=args.seed),
+        train_set=RandomWindows(load_tokens(args.data, "train"), cfg.max_seq_len + 1, seed=args.seed,
+                                augment=Augment.parse(getattr(args, "augment", None))),
         val_set=FixedWindows(load_tokens(args.data, "validation"), cfg.max_seq_len + 1, max_windows=args.val_windows),
     )
 

@@ -25,3 +25,25 @@ def test_evaluate_command_refuses_a_missing_checkpoint(tiny_corpus):
     r = subprocess.run([sys.executable, "-m", "training.evaluate", "--data", str(tiny_corpus), "/nonexistent"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "/nonexistent" in r.stderr
+
+
+def test_evaluate_reports_the_real_songs_split(tiny_run, tmp_path):
+    """--split realtest (the held-out real songs) reports the same figures as the other splits; a corpus built
+    without them gets a one-line error that says how to build them."""
+    from tests.conftest import MIDI_FIXTURES, write_corpus
+
+    data = write_corpus(tmp_path / "c", {"train": MIDI_FIXTURES[:2], "validation": MIDI_FIXTURES[2:3],
+                                         "test": MIDI_FIXTURES[3:4], "realtest": MIDI_FIXTURES[4:6]})
+    cmd = [sys.executable, "-m", "training.evaluate", "--data", str(data), "--split", "realtest", "--max-windows", "3",
+           "--context", "64", str(tiny_run / "best")]
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    (row,) = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert row["split"] == "realtest" and row["windows"] == 3 and row["bits_per_note"] > 0 and 0 < row["accuracy"] < 1
+    cmd[cmd.index("realtest")] = "realdev"
+    r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "realdev.tokens.npy" in r.stderr
+    assert "real-songs sources" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "training.evaluate", "--data", str(data), "--split", "realtest",
+                        "--engine", "cnn", str(tiny_run / "best")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "transformer checkpoints only" in r.stderr
