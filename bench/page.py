@@ -68,7 +68,7 @@ def http_run(client, values: dict) -> dict:
     return {"wall": wall, "generation": gen, "tokens": tokens, "rendering": render, "first": first or wall}
 
 
-def direct(engine, checkpoint, request, progress=None):
+def direct(engine, checkpoint, request, progress=None, short=True):
     """A runner that decodes in the calling thread (what the studio did before its inference worker)."""
     scores = engine.generate(request, progress=progress)
     return scores, dict(engine.last_stats)

@@ -24,6 +24,7 @@ from render.pianoroll import draw_pianoroll
 from tokenizer import Score, write_midi
 
 from .archive import write_zip
+from .budget import Deadline, check, estimate
 from .history import Cancelled
 from .inputs import Prepared
 from .results import Recipe, Result, Variant, missing_parts
@@ -77,9 +78,17 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
     so far (and no zip) each time one more is ready, so that a page can play the first before the last is done."""
     eng, request = prepared.engine, prepared.request
     recipe = make_recipe(prepared)
+    cost = estimate(request)
+    check(cost)  # over the budget: refused before it starts
+    deadline = Deadline(cost)
+
+    def generating(f: float) -> None:
+        deadline.check()
+        report(GENERATING * float(f), "generating")
+
     report(0.0, "generating")
     try:
-        scores, stats = runner(eng, recipe.checkpoint, request, lambda f: report(GENERATING * float(f), "generating"))
+        scores, stats = runner(eng, recipe.checkpoint, request, generating, short=cost.short)
     except ValueError as e:  # a request this engine cannot serve (drums alone for a melody engine, an
         log.info("engine %s refused the request: %s", eng.name, e)  # unknown reference song, ...)
         raise RequestError(str(e)) from None

@@ -11,6 +11,7 @@ engine's own lock, so one engine serves one generation at a time.
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, Protocol
 
 from model.edits import EDITS
@@ -27,23 +28,38 @@ GPU_BATCH = 4  # variants decoded together
 
 class Runner(Protocol):
     def __call__(self, engine: Any, checkpoint: str | None, request: GenerationRequest,
-                 progress: Callable[[float], None] | None = None) -> tuple[list[Score], dict]: ...
+                 progress: Callable[[float], None] | None = None, short: bool = True) -> tuple[list[Score], dict]: ...
 
 
 class LocalRunner:
-    """Generate in this process, with progress, on the inference worker's thread (studio/worker.py: one
-    long-lived thread with measured torch settings, not whichever server thread took the request)."""
+    """Generate in this process, with progress, on an inference worker's thread (studio/worker.py: long-lived
+    threads with measured torch settings, not whichever server thread took the request).  Two lanes: a request
+    the budget calls short (`short`, studio/budget.py) runs on the short lane with the registry's engine, a long
+    one on the long lane with an engine instance of its own, so that a long edit never makes a short request
+    wait for it; each lane runs its requests one at a time.  `worker`: one worker for both lanes instead."""
 
     def __init__(self, worker: InferenceWorker | None = None):
         self.worker = worker
+        self._long_engines: dict[tuple[type, str], Any] = {}
+        self._lock = threading.Lock()
+
+    def long_engine(self, engine: Any) -> Any:
+        """The long lane's own instance of `engine` (its own caches and lock), loaded once."""
+        key = (type(engine), str(getattr(engine, "source", "")))
+        with self._lock:
+            if key not in self._long_engines:
+                self._long_engines[key] = type(engine)(getattr(engine, "source", None))
+            return self._long_engines[key]
 
     def __call__(self, engine: Any, checkpoint: str | None, request: GenerationRequest,
-                 progress: Callable[[float], None] | None = None) -> tuple[list[Score], dict]:
-        def job() -> tuple[list[Score], dict]:
-            scores = engine.generate(request, progress=progress)
-            return scores, dict(getattr(engine, "last_stats", {}) or {})
+                 progress: Callable[[float], None] | None = None, short: bool = True) -> tuple[list[Score], dict]:
+        eng = engine if short or self.worker is not None else self.long_engine(engine)
 
-        return (self.worker or shared_worker()).run(job)
+        def job() -> tuple[list[Score], dict]:
+            scores = eng.generate(request, progress=progress)
+            return scores, dict(getattr(eng, "last_stats", {}) or {})
+
+        return (self.worker or shared_worker("short" if short else "long")).run(job)
 
 
 def gpu_seconds(engine: str, checkpoint: str | None, request: GenerationRequest) -> int:
@@ -70,7 +86,7 @@ class ZeroGPURunner:
         self.call = spaces_module.GPU(duration=gpu_seconds)(engine_generate)
 
     def __call__(self, engine: Any, checkpoint: str | None, request: GenerationRequest,
-                 progress: Callable[[float], None] | None = None) -> tuple[list[Score], dict]:
+                 progress: Callable[[float], None] | None = None, short: bool = True) -> tuple[list[Score], dict]:
         return self.call(engine.name, checkpoint, request)
 
 

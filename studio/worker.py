@@ -82,15 +82,14 @@ class InferenceWorker:
         self._jobs.put(None)
 
 
-_SHARED: InferenceWorker | None = None
+_SHARED: dict[str, InferenceWorker] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_worker() -> InferenceWorker:
-    """The process's inference worker (started on first use): every studio of the process shares it, so that
-    generations never run in two threads at once on a small machine."""
-    global _SHARED
+def shared_worker(lane: str = "short") -> InferenceWorker:
+    """The process's inference worker of `lane` (started on first use): every studio of the process shares it,
+    so that at most one generation a lane runs at a time."""
     with _SHARED_LOCK:
-        if _SHARED is None:
-            _SHARED = InferenceWorker()
-        return _SHARED
+        if lane not in _SHARED:
+            _SHARED[lane] = InferenceWorker(name=f"midi-bangers-inference-{lane}")
+        return _SHARED[lane]

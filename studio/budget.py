@@ -1,0 +1,99 @@
+"""A budget per request, known before it runs: what a request costs (decoder steps to sample new notes, steps to
+force the kept notes of an edit in, tokens to read as context, seconds of audio to render) and how long that
+takes here, from the request and the upload alone.
+
+    cost = estimate(request)        # Cost(steps=..., read_tokens=..., audio_seconds=..., seconds=...)
+    check(cost)                     # RequestError over MAX_SECONDS, saying what to change
+    cost.short                      # the short lane takes it (studio.runner.LaneRunner)
+
+A request over the budget is refused before it starts; one that runs past DEADLINE_FACTOR x its estimate (or
+MAX_SECONDS) is stopped at its next progress report (`Deadline`).  The rates are measured on the 2-core
+machine the README's figures come from (`python -m bench.fair` prints estimate against actual per request).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from model.request import GenerationRequest, RequestError
+from model.sampling.plan import plan_request
+from tokenizer import harmony as H
+from tokenizer import vocab as V
+
+MAX_SECONDS = 180.0  # the most one request may take to generate and render
+SHORT_SECONDS = 20.0  # a request estimated under this goes to the short lane
+DEADLINE_FACTOR = 3.0  # a request stopped when it runs this many times over its estimate (and past SHORT_SECONDS)
+# Measured rates (bench.fair): decoder steps a second of the engine with one torch thread, by batch, with the
+# kept notes' masks costing per step in proportion to the notes that sound into the edited span, and audio
+# rendered (MP3 and FLAC stems) per second of music and track.
+STEPS_PER_SECOND = {1: 110.0, 2: 100.0, 4: 85.0, 8: 55.0}
+SECONDS_PER_STEP_PER_KEPT_NOTE = 2.0e-6
+RENDER_SECONDS_PER_TRACK_SECOND = 0.02
+OVERHEAD_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class Cost:
+    steps: int  # decoder steps (variants decode side by side, so one step serves every variant)
+    read_tokens: int  # context tokens read before sampling (prefilled, a window at a time)
+    kept_notes: int  # notes of the upload forced in at their places
+    audio_seconds: float  # music to render, summed over tracks and variants
+    seconds: float  # the estimate of the whole request here
+
+    @property
+    def short(self) -> bool:
+        return self.seconds < SHORT_SECONDS
+
+    def describe(self) -> str:
+        return (f"about {self.seconds:.0f} s: {self.steps:,} decoding steps, {self.kept_notes:,} notes of the upload "
+                f"to keep in place, {self.audio_seconds / 60:.1f} minutes of audio to render")
+
+
+def steps_per_second(batch: int) -> float:
+    fits = [b for b in STEPS_PER_SECOND if b >= batch]
+    return STEPS_PER_SECOND[min(fits)] if fits else STEPS_PER_SECOND[max(STEPS_PER_SECOND)] * max(STEPS_PER_SECOND) / batch
+
+
+def estimate(request: GenerationRequest) -> Cost:
+    """The cost of a validated request (any engine: the transformer's is the one that matters; the others are
+    smaller networks, so this over-estimates them)."""
+    plan = plan_request(request)
+    bar = plan.bar_steps
+    span_bars = max(0.0, (plan.new_end - plan.min_time) / bar)
+    per_bar = sum(H.PART_DENSITY.get(V.GROUPS[g], 6.0) for g in plan.allowed) * bar / V.STEPS_PER_BAR
+    new_notes = per_bar * span_bars
+    kept = len(plan.kept)
+    steps = int(3 * (new_notes + kept) + 3 * (plan.new_end - plan.min_time) / V.MAX_SHIFT) + 8
+    sounding = kept + len(plan.tail) + min(len(plan.context), 256)
+    step_seconds = 1.0 / steps_per_second(request.variants) + SECONDS_PER_STEP_PER_KEPT_NOTE * sounding
+    seconds_of_music = plan.limit / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
+    tracks = len(set(plan.allowed) | {int(g) for g in plan.kept["group"]} | {int(g) for g in plan.context["group"]})
+    audio = seconds_of_music * request.variants * (1 + max(tracks, 1))
+    seconds = OVERHEAD_SECONDS + steps * step_seconds + audio * RENDER_SECONDS_PER_TRACK_SECOND
+    return Cost(steps, 3 * len(plan.context), kept, audio, seconds)
+
+
+def check(cost: Cost) -> None:
+    """RequestError when `cost` is over MAX_SECONDS, naming what to change."""
+    if cost.seconds > MAX_SECONDS:
+        raise RequestError(f"This request would take {cost.describe()}; one request may take at most "
+                           f"{MAX_SECONDS:.0f} s here. Ask for fewer bars or variants, edit fewer bars (Infill), or "
+                           f"upload a shorter or lighter song.")
+
+
+class Deadline:
+    """Raises RequestError from `check()` once a request has run DEADLINE_FACTOR x its estimate (at least
+    SHORT_SECONDS, at most MAX_SECONDS): a request the estimate got wrong cannot hold the engine for long."""
+
+    def __init__(self, cost: Cost):
+        self.cost = cost
+        self.limit = min(MAX_SECONDS, max(SHORT_SECONDS, DEADLINE_FACTOR * cost.seconds))
+        self.start = time.monotonic()
+
+    def check(self) -> None:
+        spent = time.monotonic() - self.start
+        if spent > self.limit:
+            raise RequestError(f"This request ran {spent:.0f} s, past its budget of {self.limit:.0f} s (estimated "
+                               f"{self.cost.describe()}), and was stopped. Ask for fewer bars or variants, edit "
+                               f"fewer bars, or upload a shorter or lighter song.")

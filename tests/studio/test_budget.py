@@ -1,0 +1,62 @@
+"""A budget per request, known before it runs: estimates from the request and the upload, a refusal that says
+what to change, a deadline for a request the estimate got wrong, and the lane a request runs in."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from bench.fair import dense_song
+from model.request import GenerationRequest, RequestError
+from studio import budget as B
+from studio.inputs import edit_request
+from tokenizer import write_midi
+
+
+def test_a_page_request_is_short_and_within_budget():
+    req = GenerationRequest(groups=("piano", "guitar", "bass"), drums=True, bars=8, variants=4).validate()
+    cost = B.estimate(req)
+    assert cost.short and 0 < cost.seconds < B.SHORT_SECONDS and cost.kept_notes == 0
+    B.check(cost)
+
+
+def test_a_dense_upload_is_refused_before_it_starts_with_what_to_change(checkpoint_root):
+    prepared = edit_request("regenerate_part", dense_song(), {"part": "piano", "seed": 1})
+    cost = B.estimate(prepared.request)
+    assert cost.kept_notes > 15_000 and not cost.short and cost.seconds > B.MAX_SECONDS
+    with pytest.raises(RequestError, match="at most 180 s here. Ask for fewer bars or variants"):
+        B.check(cost)
+
+
+def test_the_studio_refuses_an_over_budget_edit_in_seconds(checkpoint_root, make_studio, tmp_path):
+    path = write_midi(dense_song(), tmp_path / "dense.mid")
+    studio = make_studio()
+    t0 = time.perf_counter()
+    with pytest.raises(RequestError, match="would take about"):
+        studio.edit_upload("regenerate_part", {"midi": str(path), "part": "piano"})
+    assert time.perf_counter() - t0 < 30
+
+
+def test_a_request_past_its_deadline_is_stopped(monkeypatch):
+    cost = B.Cost(steps=100, read_tokens=0, kept_notes=0, audio_seconds=1.0, seconds=1.0)
+    deadline = B.Deadline(cost)
+    assert deadline.limit == B.SHORT_SECONDS
+    deadline.check()  # in time
+    monkeypatch.setattr(B.time, "monotonic", lambda: deadline.start + B.SHORT_SECONDS + 1)
+    with pytest.raises(RequestError, match="past its budget of 20 s"):
+        deadline.check()
+
+
+def test_long_requests_run_on_their_own_lane_with_their_own_engine(checkpoint_root):
+    from model.engine import get_engine
+    from studio.runner import LocalRunner
+
+    runner = LocalRunner()
+    eng = get_engine("transformer")
+    req = GenerationRequest(groups=("piano",), drums=False, bars=1, seed=2).validate()
+    short, _ = runner(eng, None, req, short=True)
+    long, stats = runner(eng, None, req, short=False)
+    assert runner.long_engine(eng) is not eng and stats["tokens"] > 0
+    assert np.array_equal(short[0].notes, long[0].notes)  # the same model, the same music
