@@ -396,3 +396,33 @@ def test_a_refused_upload_leaves_nothing_behind(client, app_server):
     httpx.post(app_server[0] + "gradio_api/upload", files={"files": ("ok.mid", b"MThd")}, timeout=60)
     assert not [p for p in left if p.exists()], left
     assert not [p for p in uploads.root.glob("tmp*") if p.is_file() and time.time() - p.stat().st_mtime > uploads.tmp_grace]
+
+
+def test_an_mcp_client_edits_a_song_passed_as_base64_with_every_editing_tool(app_server):
+    """A real MCP client (streamable HTTP) sends the song as a base64 data URI, as assistants send files, to
+    continue_midi, add_part, regenerate_part and infill; each answers with the edited MIDI."""
+    import asyncio
+    import base64
+
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    uri = "data:audio/midi;base64," + base64.b64encode(SONG.read_bytes()).decode()
+    calls = {"continue_midi": {"bars": 1}, "add_part": {"part": "strings"}, "regenerate_part": {"part": "organ"},
+             "infill": {"first_bar": 2, "last_bar": 2}}
+
+    async def edit_all():
+        async with streamable_http_client(app_server[0] + "gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                names = [t.name for t in (await session.list_tools()).tools]
+                out = {}
+                for tool, args in calls.items():
+                    name = next(n for n in names if n.endswith(tool))
+                    out[tool] = await session.call_tool(name, {"midi": uri, "seed": "3", **args})
+                return out
+
+    results = asyncio.run(asyncio.wait_for(edit_all(), 600))
+    for tool, res in results.items():
+        text = " ".join(getattr(c, "text", "") for c in res.content)
+        assert not res.isError and ".mid" in text, (tool, text[:300])
