@@ -1,73 +1,147 @@
-"""Generation speed: our fast decoder against x-transformers' stock `generate`, same weights, same run.
+"""Generation speed, every path in one run, interleaved (each repeat times every path once), medians.
 
-    python -m bench.generate [--checkpoint checkpoints/transformer] [--small DIR] [--tokens 256] [--batches 1,4]
+    python -m bench.generate [--checkpoint DIR] [--small DIR] [--tokens 256] [--batches 1,4] [--repeats 3]
+                             [--threads N] [--engine-batch 4] [--no-engine]
 
-Prints the device, tokens/s for each path at each batch size and the ratio to the default model's
-stock path (the small model's rows too, against the same stock figure), and seconds per 8-bar variant
-through the whole engine (grammar masks included).  Runs on CUDA (bf16) when it is there.
+1. Decoders, `--tokens` new tokens after a control prefix at each batch size: x-transformers' stock `generate`
+   (KV cache), our fast decoder in fp32 and in int8 (`FastDecoder.quantize`: int8 weights, bf16 activations and
+   KV cache; the engine's default on a CPU), and, while torch still ships it, the int8 path it replaced
+   (torch.ao `quantize_dynamic`, deprecated), with the ratio to stock (the small model's rows against the same
+   stock figure).
+2. The engine against the raw decoder at the same batch (`--engine-batch`): the 8-bar request for piano, guitar,
+   bass and drums (seed 11, one variant per stream) through the whole engine (grammar masks, soft rules,
+   sampling, the loop), the engine's decoder alone over the same positions (the same prefix, as many steps,
+   sliding at the context as the engine does, a plain softmax draw per token), and stock `generate` on the same
+   weights over as many positions as its context holds; tokens/s, engine / raw and each against stock.
+Runs on CUDA (bf16) when it is there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+import warnings
 
 import torch
+import torch.nn as nn
 from x_transformers import AutoregressiveWrapper
 
 from model.engine import GenerationRequest
+from model.sampling.decode import Window
 from model.sampling.filters import SamplingParams, sample_token
 from model.transformer import FastDecoder, TransformerEngine
 from tokenizer import control_prefix
+from tokenizer import vocab as V
+
+ENGINE_REQUEST = dict(groups=("piano", "guitar", "bass"), drums=True, bars=8, seed=11)
 
 
-def _prompt(batch: int) -> torch.Tensor:
-    return torch.tensor(control_prefix([0, 4], True), dtype=torch.long).expand(batch, -1).clone()
+def _prompt(batch: int, groups=(0, 4), drums=True) -> torch.Tensor:
+    return torch.tensor(control_prefix(list(groups), drums), dtype=torch.long).expand(batch, -1).clone()
 
 
-def time_stock(engine: TransformerEngine, batch: int, n: int, seed: int) -> float:
-    wrapper = AutoregressiveWrapper(engine.model).eval()
+def time_stock(model, prompt: torch.Tensor, n: int, seed: int) -> float:
+    wrapper = AutoregressiveWrapper(model).eval()
     torch.manual_seed(seed)
     t = time.perf_counter()
     with torch.inference_mode():
-        wrapper.generate(_prompt(batch), n, temperature=1.0, cache_kv=True)
+        wrapper.generate(prompt, n, temperature=1.0, cache_kv=True)
     return time.perf_counter() - t
 
 
-def time_fast(decoder: FastDecoder, batch: int, n: int, seed: int) -> float:
-    gen = torch.Generator().manual_seed(seed)
+def time_fast(decoder, prompt: torch.Tensor, n: int, seed: int) -> float:
+    """n tokens after `prompt`, one softmax draw each, sliding at the context as the engine does."""
+    gen = torch.Generator(device=prompt.device).manual_seed(seed)
     params = SamplingParams()
+    buf = torch.zeros(prompt.shape[0], n + 3, dtype=torch.long, device=prompt.device)
+    window = Window(decoder, prompt, buf)
     t = time.perf_counter()
-    decoder.reset(batch)
-    logits = decoder(_prompt(batch))
-    for _ in range(n):
-        tok = sample_token(logits, params, gen)
-        logits = decoder(tok[:, None])
+    logits = window.prefill(0)
+    for i in range(n):
+        buf[:, i] = tok = sample_token(logits, params, gen)
+        logits = window.feed(tok, i + 1)
     return time.perf_counter() - t
+
+
+def legacy_int8(engine: TransformerEngine):
+    """The int8 path `FastDecoder.quantize` replaced: torch.ao dynamic quantization (deprecated; None once torch
+    no longer has it)."""
+    try:
+        quantize = torch.ao.quantization.quantize_dynamic
+    except AttributeError:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize(FastDecoder.from_model(engine.cfg, engine.model).eval(), {nn.Linear}, dtype=torch.qint8)
+
+
+def interleaved(paths: dict, repeats: int) -> dict[str, float]:
+    """Median seconds of each path (name -> fn(repeat) -> seconds), every path once per repeat."""
+    times = {k: [] for k in paths}
+    for r in range(repeats):
+        for k, fn in paths.items():
+            times[k].append(fn(r))
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def decoder_rows(label: str, engines: dict, batches: list[int], tokens: int, repeats: int,
                  stock_of: dict[int, float] | None) -> list[dict]:
-    """tokens/s of each decoder path of one model at each batch size; ratio against `stock_of[batch]`
-    (measured here when None, as this model's stock path)."""
+    """tokens/s of each decoder path of one model at each batch size; ratio against `stock_of[batch]` (measured
+    here when None, as this model's stock path)."""
     fp32 = engines["fp32"]
     rows = []
     for b in batches:
-        time_fast(fp32.decoder, b, 8, 0)  # warm-up
-        paths = []
+        prompt = _prompt(b).to(fp32.device)
+        paths = {}
         if stock_of is None:
-            time_stock(fp32, b, 8, 0)
-            paths.append(("x-transformers generate (stock, KV cache)", min(time_stock(fp32, b, tokens, s)
-                                                                          for s in range(repeats))))
-        for kind, eng in engines.items():
-            paths.append((f"fast decoder {'fp32' if kind == 'fp32' else 'int8 dynamic'}",
-                          min(time_fast(eng.decoder, b, tokens, s) for s in range(repeats))))
-        stock = stock_of[b] if stock_of is not None else paths[0][1]
-        for name, t in paths:
+            paths["x-transformers generate (stock, KV cache)"] = lambda r, p=prompt: time_stock(fp32.model, p, tokens, r)
+        for name, dec in engines["decoders"].items():
+            time_fast(dec, prompt, 8, 0)  # warm-up
+            paths[name] = lambda r, dec=dec, p=prompt: time_fast(dec, p, tokens, r)
+        secs = interleaved(paths, repeats)
+        stock = stock_of[b] if stock_of is not None else secs["x-transformers generate (stock, KV cache)"]
+        for name, t in secs.items():
             rows.append({"model": label, "batch": b, "path": name, "tokens_per_s": b * tokens / t,
                          "ratio": stock / t, "seconds": t})
     return rows
+
+
+def controls_hold(score, req) -> bool:
+    """The request's controls in one result: only the requested groups (drums as asked), every one heard,
+    exactly the bars asked for, no note past the end."""
+    asked = set(req.groups) | ({"drums"} if req.drums else set())
+    played = {V.GROUPS[g] for g in score.groups}
+    notes = score.notes
+    return played == asked and score.length == req.bars * V.STEPS_PER_BAR \
+        and bool((notes["onset"] + notes["duration"] <= score.length).all())
+
+
+def engine_rows(engine: TransformerEngine, batch: int, repeats: int) -> dict:
+    """The engine on ENGINE_REQUEST with `batch` variants, its decoder alone over the same positions and stock
+    generate over as many as its context holds (see the module docstring)."""
+    req = engine.restrict(GenerationRequest(variants=batch, **ENGINE_REQUEST)).validate()
+    held = sum(map(controls_hold, engine.generate(req), [req] * batch))  # warm; fixes the step count (seeded)
+    steps = engine.last_stats["tokens"] // batch
+    groups = [V.GROUPS.index(g) for g in ENGINE_REQUEST["groups"]]
+    prompt = _prompt(batch, groups, True).to(engine.device)
+    styled = torch.cat([prompt, torch.full((batch, 1), V.STYLE_OFFSET, device=engine.device)], 1)
+    stock_n = min(steps, engine.cfg.max_seq_len - prompt.shape[1])
+
+    def run_engine(r):
+        t = time.perf_counter()
+        engine.generate(req)
+        return time.perf_counter() - t
+
+    secs = interleaved({"engine": run_engine,
+                        "raw": lambda r: time_fast(engine.decoder, styled, steps - 1, r),
+                        "stock": lambda r: time_stock(engine.model, prompt, stock_n, r)}, repeats)
+    tps = {"engine": batch * steps / secs["engine"], "raw": batch * (steps - 1) / secs["raw"],
+           "stock": batch * stock_n / secs["stock"]}
+    return {"batch": batch, "steps": steps, "controls_held": held, "stock_steps": stock_n, "seconds": secs, "tokens_per_s": tps,
+            "engine_over_raw": tps["engine"] / tps["raw"], "engine_over_stock": tps["engine"] / tps["stock"],
+            "raw_over_stock": tps["raw"] / tps["stock"]}
 
 
 def main(argv=None) -> int:
@@ -79,6 +153,8 @@ def main(argv=None) -> int:
     p.add_argument("--batches", default="1,4")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--engine-batch", type=int, default=4)
+    p.add_argument("--no-engine", action="store_true", help="only the decoders")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -88,34 +164,45 @@ def main(argv=None) -> int:
 
     def engines(source) -> dict:
         kw = {"source": source} if source else {}
-        out = {"fp32": TransformerEngine(quantize=False, dtype=torch.float32, **kw)}
+        fp32 = TransformerEngine(quantize=False, dtype=torch.float32, **kw)
+        out = {"fp32": fp32, "decoders": {"fast decoder fp32": fp32.decoder}}
         if not cuda:
             out["int8"] = TransformerEngine(quantize=True, **kw)
+            out["decoders"]["fast decoder int8 (bf16 act, bf16 KV)"] = out["int8"].decoder
+            legacy = legacy_int8(fp32)
+            if legacy is not None:
+                out["decoders"]["fast decoder int8 legacy (torch.ao dynamic)"] = legacy
         return out
 
     big = engines(args.checkpoint)
     cfg = big["fp32"].cfg
     print(f"model: {cfg.depth} layers x {cfg.dim} wide, context {cfg.max_seq_len} ({big['fp32'].source}); "
-          f"{args.tokens} new tokens; device {device}; best of {args.repeats}")
+          f"{args.tokens} new tokens; device {device}; median of {args.repeats}, interleaved")
     rows = decoder_rows("default", big, batches, args.tokens, args.repeats, None)
     if args.small:
         small = engines(args.small)
         stock = {r["batch"]: r["seconds"] for r in rows if r["path"].startswith("x-transformers")}
         rows += decoder_rows(f"small {small['fp32'].cfg.depth} x {small['fp32'].cfg.dim}", small, batches,
                              args.tokens, args.repeats, stock)
-    print(f"{'model':<16}{'batch':>5}  {'path':<44}{'tokens/s':>10}{'x stock':>9}")
+    print(f"{'model':<16}{'batch':>5}  {'path':<46}{'tokens/s':>10}{'x stock':>9}")
     for r in rows:
-        print(f"{r['model']:<16}{r['batch']:>5}  {r['path']:<44}{r['tokens_per_s']:>10.0f}{r['ratio']:>9.2f}")
-    engine = big.get("int8", big["fp32"])
-    for b in batches:
-        req = GenerationRequest(groups=("piano", "guitar", "bass"), drums=True, bars=8, variants=b, seed=1)
-        engine.generate(req)  # warm
-        t = time.perf_counter()
-        engine.generate(req)
-        dt = time.perf_counter() - t
-        print(f"engine, 8 bars piano+guitar+bass+drums, {b} variant(s): {dt:.2f} s total, {dt / b:.2f} s per "
-              f"variant, {engine.last_stats['tokens_per_s']:.0f} tokens/s")
-    print(json.dumps({"device": device, "rows": rows}))
+        print(f"{r['model']:<16}{r['batch']:>5}  {r['path']:<46}{r['tokens_per_s']:>10.0f}{r['ratio']:>9.2f}")
+    result = {"device": device, "rows": rows}
+    if not args.no_engine:
+        engine = big.get("int8", big["fp32"])
+        e = engine_rows(engine, args.engine_batch, args.repeats)
+        tps = e["tokens_per_s"]
+        kind = "int8" if engine.quantize else str(engine.dtype).removeprefix("torch.")
+        print(f"engine vs raw decoder ({kind}), batch {e['batch']}: 8 bars piano+guitar+bass+drums, seed 11, "
+              f"{e['steps']} steps a stream (stock: {e['stock_steps']}); controls held in {e['controls_held']} of "
+              f"{e['batch']} variants")
+        print(f"  raw decoder      {tps['raw']:>7.0f} tokens/s  ({e['seconds']['raw']:.2f} s)")
+        print(f"  engine           {tps['engine']:>7.0f} tokens/s  ({e['seconds']['engine']:.2f} s)  "
+              f"engine / raw {e['engine_over_raw']:.3f}")
+        print(f"  stock generate   {tps['stock']:>7.0f} tokens/s  ({e['seconds']['stock']:.2f} s)  "
+              f"engine / stock {e['engine_over_stock']:.2f}, raw / stock {e['raw_over_stock']:.2f}")
+        result["engine"] = e
+    print(json.dumps(result))
     return 0
 
 

@@ -3,13 +3,13 @@
 Training uses the stock x-transformers `TransformerWrapper` + `Decoder` (attn_flash=True: PyTorch
 SDPA, which runs FlashAttention kernels on CUDA).  Generation uses `FastDecoder`, a lean incremental
 forward over the same weights with a static KV cache (fewer Python operations per token, optional
-int8 dynamic quantization); `tests/model` checks that both give the same logits.
+int8 weights: `FastDecoder.quantize`); `tests/model` checks that both give the same logits, and the int8 form's
+distance from fp32.
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -67,10 +67,50 @@ def build_model(cfg: TransformerConfig) -> TransformerWrapper:
 
 
 # ---- fast incremental decoder ---------------------------------------------------------------
+INT8_KERNEL_ROWS = 16  # up to this many rows (decoding) the int8 kernel; more (a prefill): a bf16 matmul
+
+
+def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """x (rows, in) bf16 @ the int8 `weight` (out, in) with its per-row bf16 `scale`, + `bias`: bf16 (rows, out)."""
+    if x.shape[0] <= INT8_KERNEL_ROWS:
+        y = torch._weight_int8pack_mm(x, weight, scale)
+        return y if bias is None else y + bias
+    return F.linear(x, weight.to(torch.bfloat16) * scale[:, None], bias)
+
+
+class Int8Linear(nn.Module):
+    """A Linear layer with int8 weights, one scale per output row (symmetric: the row's max |w| maps to 127),
+    for bf16 activations (2-D, rows contiguous): `torch._weight_int8pack_mm` on a few rows (a decoding step,
+    memory-bound: a quarter of the fp32 weights' bytes), a bf16 matmul of the dequantized weights on many (a
+    prefill, compute-bound).  Returns bf16."""
+
+    def __init__(self, lin: nn.Linear, rows: int | None = None):
+        """rows: keep only the first `rows` outputs of `lin`."""
+        super().__init__()
+        w = lin.weight.detach().float()[:rows]
+        # the scale is rounded to bf16 first (the kernel takes bf16 scales), the codes are rounded against it
+        scale = (w.abs().amax(1).clamp(min=1e-12) / 127).to(torch.bfloat16)
+        codes = torch.round(w / scale.float()[:, None]).clamp(-127, 127)
+        self.register_buffer("weight", codes.to(torch.int8))
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().to(torch.bfloat16))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return int8_matmul(x, self.weight, self.scale, self.bias)
+
+    @property
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(weight, scale, bias): `int8_matmul`'s arguments."""
+        return self.weight, self.scale, self.bias
+
+
 class FastDecoder(nn.Module):
     """Incremental forward over TransformerWrapper weights with a static KV cache.
 
-    cache k, v: (depth, B, heads, max_seq_len, dim_head), preallocated per batch size.
+    cache k, v: (depth, B, heads, max_seq_len, dim_head), preallocated per batch size.  `quantize()` turns the
+    decoder into its int8 form (the CPU default): int8 weights (`Int8Linear`), bf16 activations into the
+    matmuls, a bf16 KV cache read by PyTorch's SDPA kernel; the residual stream, layer norms and logits stay
+    fp32.
     """
 
     def __init__(self, cfg: TransformerConfig, state: dict[str, torch.Tensor], norm_offset: float = 0.0):
@@ -119,6 +159,7 @@ class FastDecoder(nn.Module):
         self.v_cache: torch.Tensor | None = None
         self.pos = 0
         self.scale = Dh ** -0.5
+        self.int8 = False
 
     @classmethod
     def from_model(cls, cfg: TransformerConfig, model: TransformerWrapper) -> "FastDecoder":
@@ -126,10 +167,29 @@ class FastDecoder(nn.Module):
         return cls(cfg, model.state_dict(), norm_offset=offset)
 
     def quantize(self) -> "FastDecoder":
-        """int8 dynamic quantization of the Linear layers (CPU)."""
-        with warnings.catch_warnings():  # torch marks the quantized tensor API deprecated; it still runs
-            warnings.simplefilter("ignore")
-            return torch.ao.quantization.quantize_dynamic(self, {nn.Linear}, dtype=torch.qint8)
+        """This decoder with int8 weights (`Int8Linear`) in its layers, bf16 activations into them and a bf16 KV
+        cache (CPU: the engine's default there).  The q, k, v matmul drops the rotated-half rows (rope turns the
+        bf16 q and k themselves: two fifths fewer weights to read); the output layer keeps fp32 weights (bf16
+        logits would round by up to 1/16 nat)."""
+        if self.int8:
+            return self
+        c = self.cfg
+        inner = c.heads * c.dim_head
+        for layers in (self.qkv, self.out, self.ff1, self.ff2):
+            for i, lin in enumerate(layers):
+                layers[i] = Int8Linear(lin, rows=3 * inner if layers is self.qkv else None)
+        # rotate_half as a gather: dims (2i, 2i + 1) take (-x[2i + 1], x[2i]); the sign goes into sin
+        rot = c.dim_head // 2
+        perm = torch.arange(c.dim_head)
+        perm[0:rot:2], perm[1:rot:2] = torch.arange(1, rot, 2), torch.arange(0, rot, 2)
+        sign = torch.ones(c.dim_head)
+        sign[0:rot:2] = -1
+        self.register_buffer("rot_perm", perm.to(self.cos.device))
+        self.register_buffer("cos16", self.cos.to(torch.bfloat16))
+        self.register_buffer("sin16", (self.sin * sign.to(self.sin.device)).to(torch.bfloat16))
+        self.int8 = True
+        self.k_cache = self.v_cache = None
+        return self
 
     @staticmethod
     def _rotate_rows(w: torch.Tensor, heads: int, dim_head: int) -> torch.Tensor:
@@ -147,14 +207,20 @@ class FastDecoder(nn.Module):
         return self.emb.weight.device
 
     def reset(self, batch: int) -> None:
-        """Empty the KV cache for `batch` streams (kept in the weights' dtype and device)."""
+        """Empty the KV cache for `batch` streams (kept in the weights' dtype and device; bf16 when int8)."""
         c = self.cfg
         shape = (c.depth, batch, c.heads, c.max_seq_len, c.dim_head)
         w = self.emb.weight
-        if self.k_cache is None or self.k_cache.shape != shape or self.k_cache.dtype != w.dtype \
+        dtype = torch.bfloat16 if self.int8 else w.dtype
+        if self.k_cache is None or self.k_cache.shape != shape or self.k_cache.dtype != dtype \
                 or self.k_cache.device != w.device:
-            self.k_cache = torch.zeros(shape, device=w.device, dtype=w.dtype)
-            self.v_cache = torch.zeros(shape, device=w.device, dtype=w.dtype)
+            self.k_cache = torch.zeros(shape, device=w.device, dtype=dtype)
+            self.v_cache = torch.zeros(shape, device=w.device, dtype=dtype)
+        # per layer: its linear layers (int8: their tensors), norm gains and cache (plain lists: no module
+        # lookups per token)
+        linears = [[m.tensors if self.int8 else m for m in layers] for layers in (self.qkv, self.out, self.ff1, self.ff2)]
+        self._layers = list(zip(*linears, self.g1, self.g2, self.k_cache.unbind(0), self.v_cache.unbind(0)))
+        self._rot_perm = self.rot_perm if self.int8 else None
         self.pos = 0
 
     @torch.inference_mode()
@@ -167,29 +233,62 @@ class FastDecoder(nn.Module):
             raise ValueError("KV cache is full; slide the window first")
         x = self.emb(tokens.to(self.device))  # (B, T, D)
         end = start + T
-        cos, sin = self.cos[start:end], self.sin[start:end]  # (T, 1, 1, Dh)
-        for i in range(c.depth):
-            h = F.layer_norm(x, (c.dim,)) * self.g1[i]
-            y = self.qkv[i](h).view(B, T, 5, c.heads, c.dim_head)  # q, k, v, rot(q), rot(k)
-            qk = y[:, :, :2] * cos + y[:, :, 3:] * sin  # rotary: (B, T, 2, H, Dh)
-            q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh)
-            v = y[:, :, 2].transpose(1, 2)
-            self.k_cache[i, :, :, start:end] = k
-            self.v_cache[i, :, :, start:end] = v
-            kk, vv = self.k_cache[i, :, :, :end], self.v_cache[i, :, :, :end]
-            if T == 1:  # one query: two batched matmuls (in a quick CPU check, faster than SDPA's kernel)
-                a = torch.softmax((q @ kk.transpose(-1, -2)) * self.scale, dim=-1) @ vv
-            elif start == 0:
-                a = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
-            else:
-                mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
-                a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
-            x = x + self.out[i](a.transpose(1, 2).reshape(B, T, -1))
-            h = F.layer_norm(x, (c.dim,)) * self.g2[i]
-            x = x + self.ff2[i](F.gelu(self.ff1[i](h)))
+        cos, sin = (self.cos16, self.sin16) if self.int8 else (self.cos, self.sin)
+        cos, sin = cos[start:end], sin[start:end]  # (T, 1, 1, Dh)
+        layer = self._layer_int8 if self.int8 else self._layer
+        for weights in self._layers:
+            x = layer(x, weights, cos, sin, start, end)
         self.pos = end
         x = F.layer_norm(x[:, -1], (c.dim,)) * self.gf
         return self.to_logits(x)
+
+    def _layer(self, x, weights, cos, sin, start: int, end: int) -> torch.Tensor:
+        """One layer in the weights' dtype: the reference arithmetic (the seeded outputs are written with it)."""
+        c = self.cfg
+        B, T, _ = x.shape
+        qkv, out, ff1, ff2, g1, g2, k_cache, v_cache = weights
+        h = F.layer_norm(x, (c.dim,)) * g1
+        y = qkv.forward(h).view(B, T, 5, c.heads, c.dim_head)  # q, k, v, rot(q), rot(k)
+        qk = y[:, :, :2] * cos + y[:, :, 3:] * sin  # rotary: (B, T, 2, H, Dh)
+        q, k = qk.permute(2, 0, 3, 1, 4)  # (B, H, T, Dh)
+        v = y[:, :, 2].transpose(1, 2)
+        k_cache[:, :, start:end] = k
+        v_cache[:, :, start:end] = v
+        kk, vv = k_cache[:, :, :end], v_cache[:, :, :end]
+        if T == 1:  # one query: two batched matmuls (in a quick CPU check, faster than SDPA's kernel)
+            a = torch.softmax((q @ kk.transpose(-1, -2)) * self.scale, dim=-1) @ vv
+        elif start == 0:
+            a = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
+        else:
+            mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
+            a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+        x = x + out.forward(a.transpose(1, 2).reshape(B, T, -1))
+        h = F.layer_norm(x, (c.dim,)) * g2
+        return x + ff2.forward(F.gelu(ff1.forward(h)))
+
+    def _layer_int8(self, x, weights, cos, sin, start: int, end: int) -> torch.Tensor:
+        """One layer of the int8 form on x (B, T, D) kept as (B * T, D) rows: fp32 residual and norms, bf16 into
+        the int8 matmuls and attention (SDPA for every query count: on a bf16 cache it reads half the bytes of
+        the fp32 two-matmul path)."""
+        c = self.cfg
+        B, T, D = x.shape
+        bf = torch.bfloat16
+        qkv, out, ff1, ff2, g1, g2, k_cache, v_cache = weights
+        x = x.view(B * T, D)
+        y = int8_matmul(torch.layer_norm(x, (D,), g1).to(bf), *qkv).view(B, T, 3, c.heads, c.dim_head)  # q, k, v
+        qk = y[:, :, :2]
+        q, k = (qk * cos + qk.index_select(-1, self._rot_perm) * sin).permute(2, 0, 3, 1, 4)  # rotary (sin signed)
+        k_cache[:, :, start:end] = k
+        v_cache[:, :, start:end] = y[:, :, 2].transpose(1, 2)
+        kk, vv = k_cache[:, :, :end], v_cache[:, :, :end]
+        if T == 1 or start == 0:
+            a = F.scaled_dot_product_attention(q, kk, vv, is_causal=T > 1)
+        else:
+            mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
+            a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+        x = x + int8_matmul(a.transpose(1, 2).reshape(B * T, -1), *out)
+        x = x + int8_matmul(F.gelu(int8_matmul(torch.layer_norm(x, (D,), g2).to(bf), *ff1)), *ff2)
+        return x.view(B, T, D)
 
 
 # ---- the engine -----------------------------------------------------------------------------
@@ -207,8 +306,8 @@ class TransformerEngine(Engine):
 
     def __init__(self, source: str | Path | None = None, quantize: bool | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None):
-        """On CUDA (used when available) the decoder runs in bf16; on the CPU in fp32 with int8 dynamic
-        quantization of its matmuls (`quantize`, default on for the CPU)."""
+        """On CUDA (used when available) the decoder runs in bf16; on the CPU in its int8 form (`quantize`,
+        default on for the CPU: int8 weights, bf16 activations and KV cache, `FastDecoder.quantize`), else fp32."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.quantize = (self.device.type == "cpu" and self.dtype == torch.float32) if quantize is None else quantize

@@ -58,17 +58,19 @@ class Window:
         self.decoder.reset(self.buf.shape[0])
         return self.decoder(window)
 
-    def feed(self, tok: torch.Tensor, n: int, fix_durvel: torch.Tensor) -> torch.Tensor:
+    def feed(self, tok: torch.Tensor, n: int, fix_durvel: torch.Tensor | None = None) -> torch.Tensor:
         """The logits after body token `tok` (at n - 1 in `buf`); where `fix_durvel` is set (>= 0) the triple's
-        durvel (at n - 2) is replaced first: the kept note gets its own, a skip the rest durvel."""
+        durvel (at n - 2) is replaced first: the kept note gets its own, a skip the rest durvel (None: nothing
+        to replace)."""
         decoder, buf = self.decoder, self.buf
-        fix = fix_durvel >= 0
-        if bool(fix.any()):  # then both tokens again
-            buf[:, n - 2] = torch.where(fix, fix_durvel, buf[:, n - 2])
-            if decoder.pos + 1 > self.ctx:
-                return self.prefill(n)
-            decoder.pos -= 1  # the kept durvel was the last token fed: overwrite it
-            return decoder(buf[:, n - 2:n])
+        if fix_durvel is not None:
+            fix = fix_durvel >= 0
+            if bool(fix.any()):  # then both tokens again
+                buf[:, n - 2] = torch.where(fix, fix_durvel, buf[:, n - 2])
+                if decoder.pos + 1 > self.ctx:
+                    return self.prefill(n)
+                decoder.pos -= 1  # the kept durvel was the last token fed: overwrite it
+                return decoder(buf[:, n - 2:n])
         if decoder.pos >= self.ctx:
             return self.prefill(n)
         return decoder(tok[:, None])
@@ -77,20 +79,22 @@ class Window:
 def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: SamplingParams, gen: torch.Generator,
          progress: Callable[[float], None] | None) -> int:
     """Sample body tokens into `window.buf` from position `n` until every variant is done (or the buffer is
-    full); the body length reached."""
+    full); the body length reached.  Host syncs: whether all are done only after a shift (nothing else ends
+    a variant), whether a durvel needs fixing only after a pitch where the request can need it."""
     plan = grammar.plan
     logits = window.prefill(n)
     span = max(plan.new_end - plan.min_time, 1)
-    while not bool(grammar.done.all()) and n < max_body:
-        tok = sample_token(constrain(grammar, logits.float()), params, gen)
+    while n < max_body:
+        tok = sample_token(constrain(grammar, logits.float()), params, gen, checked=False)
+        slot = grammar.slot
         grammar.update(tok)
         window.buf[:, n] = tok
         n += 1
         if progress is not None and grammar.slot == 0:
             progress(min(1.0, float((grammar.time.min() - plan.min_time).clamp(min=0)) / span))
-        if bool(grammar.done.all()):
+        if slot == 0 and bool(grammar.done.all()):
             break
-        logits = window.feed(tok, n, grammar.fix_durvel)
+        logits = window.feed(tok, n, grammar.fix_durvel if slot == 2 and grammar.can_fix else None)
     return n
 
 

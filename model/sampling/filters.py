@@ -1,6 +1,10 @@
 """Logit filters every engine samples with: temperature, top-k, top-p, then one multinomial draw.
 
     tok = sample_token(logits, SamplingParams(temperature=0.9, top_p=0.95), generator)
+
+`draw` is `torch.multinomial(probs, 1)` without its input checks (two host syncs and four reductions): the same
+exponential draws from the generator and the same pick, for callers whose rows are valid by construction (the
+transformer's grammar never leaves a row without an allowed token).
 """
 
 from __future__ import annotations
@@ -40,9 +44,21 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return torch.full_like(logits, float("-inf")).scatter(-1, idx, sorted_logits)
 
 
-def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
-    """(B, V) masked logits -> (B,) tokens.  Filters in order: temperature, top-k, top-p."""
-    logits = top_p_filter(top_k_filter(apply_temperature(logits.float(), params.temperature), params.top_k),
-                          params.top_p)
-    probs = torch.softmax(logits, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+def draw(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """(B, V) probabilities -> (B,) tokens: what `torch.multinomial(probs, 1)` computes for one sample (argmax of
+    probs / q, q ~ Exp(1) drawn from `generator`), the same draws and the same result, without its checks."""
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / q).argmax(-1)
+
+
+def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None,
+                 checked: bool = True) -> torch.Tensor:
+    """(B, V) masked logits -> (B,) tokens.  Filters in order: temperature, top-k, top-p.  checked=False: the
+    rows are known to be valid (`draw`)."""
+    logits = logits.float()
+    if params.temperature != 1.0:  # dividing by 1 changes nothing
+        logits = apply_temperature(logits, params.temperature)
+    probs = torch.softmax(top_p_filter(top_k_filter(logits, params.top_k), params.top_p), dim=-1)
+    if checked:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    return draw(probs, generator)

@@ -51,8 +51,19 @@ def group_mask(groups) -> torch.Tensor:
 _NEVER = 2**40  # the onset of "no kept note left"
 
 
+def _one_hot(token: int) -> torch.Tensor:
+    m = torch.zeros(V.VOCAB_SIZE, dtype=torch.bool)
+    m[token] = True
+    return m
+
+
 class Grammar:
-    """Per-variant decoding state and the masks it implies (see the module docstring)."""
+    """Per-variant decoding state and the masks it implies (see the module docstring).
+
+    What a request cannot need is settled once, here, not per token: without kept notes there is no next kept
+    note to stop at or force in, without a skip mask no skip, before the prompt's end no rest triple unless
+    decoding starts before it.  Values a note's slots share are computed once a note (`new_keys` at the
+    durvel's slot serves the pitch's; the next kept note and the unheard groups change only with a note)."""
 
     def __init__(self, batch: int, plan: Plan, start_time: int, max_notes: int = 10**9, bar_notes: int = 10**9,
                  pitch: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
@@ -84,6 +95,7 @@ class Grammar:
             self.prev_key[:] = int(plan.context["group"][-1]) * 128 + int(plan.context["pitch"][-1])
         # kept notes, forced in order; a sentinel past the end
         k = plan.kept
+        self.has_kept = len(k) > 0
         self.k_onset = torch.tensor(list(k["onset"]) + [_NEVER], dtype=torch.long, device=dev)
         self.k_key = torch.tensor(list(k["group"].astype(np.int64) * 128 + k["pitch"]) + [V.N_GROUPS * 128],
                                   dtype=torch.long, device=dev)
@@ -104,11 +116,19 @@ class Grammar:
         self.bar_masks = None if bar_masks is None else bar_masks.to(dev)
         self.bias = None if bias is None or not bias.any() else bias.to(dev)
         self.allowed_t = torch.tensor(self.allowed, dtype=torch.long, device=dev)
-        self.group_masks = torch.stack([group_mask([g]) for g in self.allowed]).to(dev)  # (n_allowed, V)
+        # each token's index in `allowed` (its group's), len(allowed) for tokens of no allowed group
+        tok_allowed = torch.full((V.VOCAB_SIZE,), len(self.allowed), dtype=torch.long)
+        for j, g in enumerate(self.allowed):
+            tok_allowed[V.GROUPPITCH_OFFSET + g * 128:V.GROUPPITCH_OFFSET + (g + 1) * 128] = j
+        self.tok_allowed = tok_allowed.to(dev)
+        self.group_range = torch.arange(V.N_GROUPS, device=dev)
         self.shift_mask = SHIFT_MASK.to(dev)
         self.durvel_mask = DURVEL_MASK.to(dev)
+        self.durvel_rest_only = _one_hot(V.DURVEL_REST).to(dev)
+        self.pitch_rest_only = _one_hot(V.GROUPPITCH_REST).to(dev)
         self.shift_range = torch.arange(V.N_SHIFT, device=dev)
         self.vocab_range = torch.arange(V.VOCAB_SIZE, device=dev)
+        self.key_range = self.vocab_range - V.GROUPPITCH_OFFSET  # each token as a GROUPPITCH key
         self.end_len = torch.full((batch,), -1, dtype=torch.long, device=dev)  # body length when done
         self.fix_durvel = torch.full((batch,), -1, dtype=torch.long, device=dev)  # the triple's durvel, corrected
         # parts kept but not generated: the model's wish for one of their notes where none is kept is a "skip"
@@ -116,48 +136,79 @@ class Grammar:
         skip_groups = sorted({int(g) for g in plan.kept["group"]} - set(self.allowed))
         self.skip_mask = group_mask(skip_groups).to(dev) if skip_groups else None
         self.skipped = torch.zeros(batch, dtype=torch.bool, device=dev)  # the last triple was a skip
+        self.can_fix = self.has_kept or self.skip_mask is not None  # a triple's durvel may be corrected
+        self.before_start = plan.min_time > start_time  # decoding starts inside the prompt (rest triples first)
         self.density = float(plan.density)
         # the song's grid: positions in the bar where kept notes start in at least two bars (every position
         # without kept notes); the density pull draws new notes only onto it
         grid = H.song_grid(plan.kept, plan.bar_steps) if len(plan.kept) else np.ones(plan.bar_steps, bool)
         self.grid = torch.from_numpy(grid).to(dev)
+        self._kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # next_kept, until a note
+        self._missing: tuple[torch.Tensor, torch.Tensor] | None = None  # missing_groups, until a note
+        self._keys: torch.Tensor | None = None  # new_keys, until the state it reads changes
+        self._now: torch.Tensor | None = None  # _keys_now, until time moves
+        self.rule_cache: dict = {}  # rules.constrain: the soft rules that can apply here, per rule set and slot
 
     @property
     def slot(self) -> int:
         return self.n_body % 3
 
     # ---- derived state ----
-    def _missing(self) -> torch.Tensor:
-        return ~self.played[:, self.allowed_t]  # (B, n_allowed)
+    def missing_groups(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """((B,) any requested group unheard, (B, V) the tokens of the unheard groups); changes with a note."""
+        if self._missing is None:
+            missing = ~self.played[:, self.allowed_t]  # (B, n_allowed)
+            per_token = torch.cat([missing, missing.new_zeros(missing.shape[0], 1)], 1)[:, self.tok_allowed]
+            self._missing = missing.any(1), per_token
+        return self._missing
 
     def next_kept(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per variant, the next kept note's (onset, group * 128 + pitch, durvel token); past the last one a
         sentinel that never comes."""
-        return self.k_onset[self.kidx], self.k_key[self.kidx], self.k_durvel[self.kidx]
+        if self._kept is None:
+            self._kept = self.k_onset[self.kidx], self.k_key[self.kidx], self.k_durvel[self.kidx]
+        return self._kept
 
     def new_keys(self) -> torch.Tensor:
-        """(B, V) bool: the GROUPPITCH tokens a new note may take at the current time."""
-        B = self.time.shape[0]
-        m = self.note_mask.expand(B, -1)
-        if self.bar_masks is not None:
-            m = m & self.bar_masks[(self.time // self.bar_steps) % self.bar_masks.shape[0]]
-        missing = self._missing()
-        late = (self.time >= self.force_at) | (self.n_body // 3 >= self.force_after_notes)
-        forced = m & (missing[:, :, None] & self.group_masks[None]).any(1)  # only the unheard groups
-        m = torch.where((late & missing.any(1) & forced.any(1))[:, None], forced, m)
-        if len(self.r_tok):  # prompt notes still sounding
-            sounding = (self.r_on[None] < self.time[:, None]) & (self.time[:, None] < self.r_end[None])  # (B, R)
-            busy = torch.zeros(B, V.VOCAB_SIZE, device=self.device).scatter_add_(
-                1, self.r_tok.expand(B, -1), sounding.float()) > 0
-            m = m & ~busy
-        tok = self.vocab_range[None]
-        k_on, k_key, _ = self.next_kept()
-        after_prev = (self.prev_time != self.time)[:, None] | (tok > V.GROUPPITCH_OFFSET + self.prev_key[:, None])
-        before_kept = (k_on != self.time)[:, None] | (tok < V.GROUPPITCH_OFFSET + k_key[:, None])
+        """(B, V) bool: the GROUPPITCH tokens a new note may take at the current time (the same at a note's
+        durvel and pitch slots: computed once for both)."""
+        if self._keys is None:
+            self._keys = self._new_keys()
+        return self._keys
+
+    def _keys_now(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """((1 or B, V) the notes new notes may take at the current time by pitch (the bar's chord), (B, V) those
+        no prompt note still sounding blocks (None: no prompt note sounds into the window)); change with time
+        only."""
+        if self._now is None:
+            m, free = self.note_mask[None], None
+            if self.bar_masks is not None:
+                m = m & self.bar_masks[(self.time // self.bar_steps) % self.bar_masks.shape[0]]
+            if len(self.r_tok):  # prompt notes still sounding
+                B = self.time.shape[0]
+                sounding = (self.r_on[None] < self.time[:, None]) & (self.time[:, None] < self.r_end[None])  # (B, R)
+                free = torch.zeros(B, V.VOCAB_SIZE, device=self.device).scatter_add_(
+                    1, self.r_tok.expand(B, -1), sounding.float()) == 0
+            self._now = m, free
+        return self._now
+
+    def _new_keys(self) -> torch.Tensor:
+        m, free = self._keys_now()
+        missing, missing_tokens = self.missing_groups()
+        forced = m & missing_tokens  # only the unheard groups
+        force = missing & forced.any(1)
+        if self.n_body // 3 < self.force_after_notes:  # else late everywhere
+            force &= self.time >= self.force_at
+        m = torch.where(force[:, None], forced, m)
+        if free is not None:  # no restrike of a prompt note still sounding (after the forcing, which ignores it)
+            m = m & free
+        ok = (self.prev_time != self.time)[:, None] | (self.key_range > self.prev_key[:, None])  # after the previous
+        if self.has_kept:  # before the next kept note
+            k_on, k_key, _ = self.next_kept()
+            ok &= (k_on != self.time)[:, None] | (self.key_range < k_key[:, None])
         window = (self.time >= self.min_time) & (self.time < self.new_end) & (self.n_new < self.max_notes) \
             & (self.bar_new < self.bar_notes)
-        return m & after_prev & before_kept & window[:, None]
-
+        return m & ok & window[:, None]
 
     # ---- masks ----
     def mask(self) -> torch.Tensor:
@@ -167,24 +218,29 @@ class Grammar:
     def _shift_mask(self) -> torch.Tensor:
         B = self.time.shape[0]
         s = self.shift_range[None]  # (1, N_SHIFT)
-        t = self.time[:, None] + s  # the onset each shift leads to
-        k_on = self.next_kept()[0][:, None]
-        gap = k_on - self.time[:, None]
-        missing = self._missing().any(1, keepdim=True)
-        ok = s <= gap  # never past the next kept note
-        ok &= ~((t >= self.new_end) & missing)  # a variant may not end while a requested group is unheard
-        lead = (self.min_time - self.time).clamp(min=0).clamp(max=V.MAX_SHIFT)[:, None]
-        ok &= s >= lead  # a continuation starts at the prompt's end, not inside it
+        time = self.time[:, None]
+        t = time + s  # the onset each shift leads to
+        missing = self.missing_groups()[0][:, None]
+        ok = ~((t >= self.new_end) & missing)  # a variant may not end while a requested group is unheard
         new_here = self.new_keys().any(1)
-        ok[:, 0] &= (gap[:, 0] == 0) | new_here  # a note at the same onset must sort after the previous one
-        ok[:, 0] &= ~self.skipped  # after a skip, time moves on
+        if self.has_kept:
+            gap = self.next_kept()[0][:, None] - time
+            ok &= s <= gap  # never past the next kept note
+            ok[:, 0] &= (gap[:, 0] == 0) | new_here  # a note at the same onset must sort after the previous one
+            must = torch.minimum(gap, self.new_end - time).clamp(0, V.MAX_SHIFT)
+        else:  # no kept note: the gap is endless
+            ok[:, 0] &= new_here
+            must = (self.new_end - time).clamp(0, V.MAX_SHIFT)
+        if self.before_start:  # a continuation starts at the prompt's end, not inside it
+            ok &= s >= (self.min_time - time).clamp(min=0).clamp(max=V.MAX_SHIFT)
+        if self.skip_mask is not None:
+            ok[:, 0] &= ~self.skipped  # after a skip, time moves on
         budget = self.n_new < self.max_notes
-        must = torch.minimum(gap, self.new_end - self.time[:, None]).clamp(0, V.MAX_SHIFT)
         ok = torch.where(budget[:, None], ok, s == must)  # budget spent: to the next kept note or the end
         bar = self.time // self.bar_steps
         stay = ((bar + 1) * self.bar_steps)[:, None] > t
-        full = (self.bar_new >= self.bar_notes)[:, None]  # this bar's budget spent: to a kept note or on
-        ok &= ~full | ~stay | (s == gap)
+        full_here = (self.bar_new >= self.bar_notes)[:, None] & stay  # this bar's budget spent: to a kept note or on
+        ok &= (~full_here | (s == gap)) if self.has_kept else ~full_here
         if self.plan.every_bar:  # the new part is heard in every bar: do not leave a bar without it
             want = (self.bar_heard != bar) & (self.time >= self.min_time) & budget
             kept_ok = ok & stay
@@ -200,69 +256,77 @@ class Grammar:
         return m
 
     def _durvel_mask(self) -> torch.Tensor:
-        B = self.time.shape[0]
-        k_on, _, k_dv = self.next_kept()
-        at_kept = k_on == self.time
         # at a kept note's onset the durvel is sampled as for a new note; if slot 2 then picks the kept note,
         # the loop puts the kept note's durvel in its place (`fix_durvel`)
-        m = self.durvel_mask.expand(B, -1) & self.new_keys().any(1)[:, None]
-        m = m | ((self.vocab_range[None] == k_dv[:, None]) & at_kept[:, None])
-        rest_ok = (self.last_shift == V.MAX_SHIFT) & (self.time < k_on)
+        m = self.durvel_mask[None] & self.new_keys().any(1)[:, None]
+        rest_ok = self.last_shift == V.MAX_SHIFT
+        if self.has_kept:
+            k_on, _, k_dv = self.next_kept()
+            m |= (self.vocab_range[None] == k_dv[:, None]) & (k_on == self.time)[:, None]
+            rest_ok &= self.time < k_on
         m[:, V.DURVEL_REST] = rest_ok
-        early = self.time < self.min_time  # still before the prompt's end: a rest triple
-        m[early] = False
-        m[early, V.DURVEL_REST] = True
-        return torch.where(m.any(1, keepdim=True), m, self.durvel_mask.expand(B, -1))
+        if self.before_start:  # still before the prompt's end: a rest triple
+            m = torch.where((self.time < self.min_time)[:, None], self.durvel_rest_only[None], m)
+        return torch.where(m.any(1, keepdim=True), m, self.durvel_mask[None])
 
     def _pitch_mask(self) -> torch.Tensor:
-        B = self.time.shape[0]
-        k_on, k_key, k_dv = self.next_kept()
         m = self.new_keys()
-        kept = k_on == self.time
-        if self.plan.every_bar:  # half the bar gone without the new part: it goes before the kept note
-            bar = self.time // self.bar_steps
-            late = (self.bar_heard != bar) & (self.time - bar * self.bar_steps >= self.bar_steps // 2)
-            kept &= ~(late & m.any(1))
-        m = m | ((self.vocab_range[None] == V.GROUPPITCH_OFFSET + k_key[:, None]) & kept[:, None])
-        m = torch.where(m.any(1, keepdim=True), m, self.note_mask.expand(B, -1))
+        if self.has_kept:
+            k_on, k_key, _ = self.next_kept()
+            kept = k_on == self.time
+            if self.plan.every_bar:  # half the bar gone without the new part: it goes before the kept note
+                bar = self.time // self.bar_steps
+                late = (self.bar_heard != bar) & (self.time - bar * self.bar_steps >= self.bar_steps // 2)
+                kept &= ~(late & m.any(1))
+            m = m | ((self.key_range[None] == k_key[:, None]) & kept[:, None])
+        m = torch.where(m.any(1, keepdim=True), m, self.note_mask[None])
         if self.skip_mask is not None:  # once the new part is heard in this bar, the model may skip
-            m[:, V.GROUPPITCH_REST] = (k_on != self.time) & (self.bar_heard == self.time // self.bar_steps)
-        m[self.rest] = False
-        m[self.rest, V.GROUPPITCH_REST] = True
-        return m
+            m[:, V.GROUPPITCH_REST] = (self.next_kept()[0] != self.time) & (self.bar_heard == self.time // self.bar_steps)
+        return torch.where(self.rest[:, None], self.pitch_rest_only[None], m)
 
     def update(self, tok: torch.Tensor) -> None:
         s = self.slot
         live = ~self.done
-        self.fix_durvel[:] = -1
+        if self.can_fix:
+            self.fix_durvel = torch.full_like(self.fix_durvel, -1)
         if s == 0:
             shift = tok - V.SHIFT_OFFSET
             finished = live & (self.time + shift >= self.new_end)
-            self.end_len[finished] = self.n_body
-            self.done |= finished
+            self.end_len = torch.where(finished, self.n_body, self.end_len)
+            self.done = self.done | finished
             time = torch.where(self.done, self.time, self.time + shift)
             self.bar_new = torch.where(time // self.bar_steps == self.time // self.bar_steps, self.bar_new, 0)
             self.time = time
             self.last_shift = shift
+            self._keys = self._now = None
         elif s == 1:
             self.rest = tok == V.DURVEL_REST
             self.last_durvel = tok
         else:
-            key = tok - V.GROUPPITCH_OFFSET
-            g = (key // 128).clamp(0, V.N_GROUPS - 1)
-            real = live & (tok != V.GROUPPITCH_REST)
+            self._update_note(tok, live)
+        self.n_body += 1
+
+    def _update_note(self, tok: torch.Tensor, live: torch.Tensor) -> None:
+        """The pitch slot's update: a kept note (its durvel corrected), a skip, or a new note."""
+        key = tok - V.GROUPPITCH_OFFSET
+        g = (key // 128).clamp(0, V.N_GROUPS - 1)
+        real = live & (tok != V.GROUPPITCH_REST)
+        new = real
+        if self.skip_mask is not None:
             self.skipped = live & ~real & ~self.rest
+        if self.has_kept:
             k_on, k_key, k_dv = self.next_kept()
             kept = real & (k_on == self.time) & (key == k_key)
             new = real & ~kept
             self.fix_durvel = torch.where(kept & (self.last_durvel != k_dv), k_dv, self.fix_durvel)
+            self.kidx = self.kidx + kept.long()
+            self._kept = None
+        if self.skip_mask is not None:
             self.fix_durvel = torch.where(self.skipped, V.DURVEL_REST, self.fix_durvel)
-            self.kidx += kept.long()
-            self.n_new += new.long()
-            self.bar_new += new.long()
-            self.played[real, g[real]] = True
-            self.bar_heard = torch.where(new, self.time // self.bar_steps, self.bar_heard)
-            self.prev_time = torch.where(real, self.time, self.prev_time)
-            self.prev_key = torch.where(real, key, self.prev_key)
-        self.n_body += 1
-
+        self.n_new = self.n_new + new.long()
+        self.bar_new = self.bar_new + new.long()
+        self.played = self.played | (real[:, None] & (g[:, None] == self.group_range[None]))
+        self.bar_heard = torch.where(new, self.time // self.bar_steps, self.bar_heard)
+        self.prev_time = torch.where(real, self.time, self.prev_time)
+        self.prev_key = torch.where(real, key, self.prev_key)
+        self._keys = self._missing = None

@@ -116,10 +116,11 @@ def density_pull(g: Grammar, logits: torch.Tensor, mask: torch.Tensor) -> torch.
         place = g.note_mask[None].expand_as(mask)
         grid = g.grid[g.time % g.bar_steps][:, None].expand_as(mask)
     place = place & mask
-    new, other = place & grid, mask & ~(place & grid)
-    masked = logits.masked_fill(~mask, float("-inf"))
-    odds = torch.logsumexp(masked.masked_fill(~new, float("-inf")), 1) \
-        - torch.logsumexp(masked.masked_fill(~other, float("-inf")), 1)
+    new = place & grid
+    other = mask & ~new
+    # both sets lie inside the mask: their logits as they are, the rest -inf
+    odds = torch.logsumexp(torch.where(new, logits, float("-inf")), 1) \
+        - torch.logsumexp(torch.where(other, logits, float("-inf")), 1)
     floor = (DENSITY_RATE * behind).clamp(0.0, DENSITY_FLOOR_MAX)
     up = (torch.log(floor) - torch.log1p(-floor) - odds).clamp(min=0.0)
     up = torch.where((floor > 0) & torch.isfinite(odds), up, torch.zeros_like(up))
@@ -129,11 +130,30 @@ def density_pull(g: Grammar, logits: torch.Tensor, mask: torch.Tensor) -> torch.
 
 SOFT_RULES = (onto_next_kept, kept_note_mass, skip_kept_parts, chord_bias, density_pull)
 
+# where each rule can apply, from what a request fixes (the rules' own first lines check the same, per call)
+APPLIES = {
+    onto_next_kept: lambda g, slot: slot == 0 and len(g.k_onset) > 1,
+    kept_note_mass: lambda g, slot: slot == 2 and len(g.k_onset) > 1,
+    skip_kept_parts: lambda g, slot: slot == 2 and g.skip_mask is not None,
+    chord_bias: lambda g, slot: slot == 2 and g.bias is not None,
+    density_pull: lambda g, slot: slot != 1 and g.density > 0,
+}
+
+
+def active_rules(g: Grammar, rules=SOFT_RULES) -> tuple[tuple, tuple, tuple]:
+    """Per slot, the rules of `rules` (in order) that can apply to `g`'s request; a rule not in APPLIES always
+    runs."""
+    return tuple(tuple(r for r in rules if r not in APPLIES or APPLIES[r](g, slot)) for slot in range(3))
+
 
 def constrain(g: Grammar, logits: torch.Tensor, rules=SOFT_RULES) -> torch.Tensor:
     """(B, V) logits -> the same with the soft rules applied in order and every token the grammar forbids
-    at -inf."""
+    at -inf.  Which rules can apply is worked out once per grammar and rule set."""
+    rules = tuple(rules)
+    active = g.rule_cache.get(rules)
+    if active is None:
+        active = g.rule_cache[rules] = active_rules(g, rules)
     mask = g.mask()
-    for rule in rules:
+    for rule in active[g.slot]:
         logits = rule(g, logits, mask)
     return logits.masked_fill(~mask, float("-inf"))
