@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 
 _CANNOT = {"key": "keep to a key", "chords": "follow a chord progression",
-           "edit": "add, regenerate or infill parts of an uploaded MIDI"}
+           "edit": "add, regenerate or infill parts of an uploaded MIDI", "loop": "make seamless loops"}
 
 
 class Engine:

@@ -36,6 +36,7 @@ LABELS = {
     "part": "Part",
     "infill_bars": "Infill bars",
     "drum_kit": "Drum kit",
+    "loop": "Seamless loop",
 }
 
 

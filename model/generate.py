@@ -4,6 +4,7 @@
         --variants 4 --temperature 1.0 --seed 7 --out DIR
 
     python -m model.generate --key "D minor" --chords "Dm Bb F C" --instruments piano,bass --bars 8
+    python -m model.generate --instruments piano,bass --bars 8 --loop          # a seamless loop (transformer)
     python -m model.generate --prompt song.mid --prompt-bars 8 --bars 8            # continue (metre, tempo kept)
     python -m model.generate --prompt song.mid --prompt-bars 8 --add-part piano     # a new part over 8 bars
     python -m model.generate --prompt song.mid --prompt-bars 8 --regenerate-part bass
@@ -71,6 +72,8 @@ def parser() -> argparse.ArgumentParser:
     for edit in EDITS.values():
         if edit.flag:
             e.add_argument(edit.flag, default=None, dest=_dest(edit), metavar=edit.metavar, help=edit.flag_help)
+    p.add_argument("--loop", action="store_true",
+                   help="a seamless loop: the last bar leads back into the first (transformer; not with --prompt)")
     p.add_argument("--drum-kit", default=None, help="General MIDI drum kit: " + ", ".join(V.DRUM_KITS))
     p.add_argument("--session", default=None, metavar="SESSION_JSON",
                    help="make the variants of a studio zip's session.json again (other generation options ignored)")
@@ -130,7 +133,7 @@ def main(argv=None) -> int:
             groups=tuple(g for g in args.instruments.split(",") if g.strip()), drums=args.drums, bars=args.bars,
             variants=args.variants, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
             seed=seed, bpm=args.bpm, style=args.style, prompt=prompt, extra=extra, key=args.key,
-            chords=args.chords, chord_bias=args.chord_bias, drum_kit=args.drum_kit,
+            chords=args.chords, chord_bias=args.chord_bias, drum_kit=args.drum_kit, loop=args.loop,
         )
         req = GenerationRequest(**{**fields, **edit_fields(args)})  # an edit's flag may set a field (bars)
         if args.style is not None and not engine.supports("style"):
@@ -157,7 +160,7 @@ def main(argv=None) -> int:
     print(json.dumps({
         "engine": args.engine, "seed": seed, "files": files,
         "notes_per_group": [s.notes_per_group() for s in scores],
-        "bars": bars, "prompt_bars": kept, "new_bars": new,
+        "bars": bars, "prompt_bars": kept, "new_bars": new, "loop": req.loop,
         "summary": summary(req, scores[0], kept), "time_signature": list(scores[0].time_signature),
         "bpm": round(scores[0].bpm, 2), "adherence": [adherence(req, s) for s in scores],
         "seconds": round(seconds, 3), f"{unit}_per_s": round(per_s, 1),

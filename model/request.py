@@ -36,8 +36,9 @@ SEED_LIMIT = 2**32  # seeds are 0 .. SEED_LIMIT - 1
 # reference), "reference" (a built-in reference name from Engine.references, or an uploaded Score).
 # "key" (key and scale lock), "chords" (a progression, with its chord pull) and "edit" (continue, add a part,
 # regenerate a part, infill bars) are the editing controls (GenerationRequest.key / chords / edit).
+# "loop" (GenerationRequest.loop): the last bar leads back into the first (model.sampling.loop).
 ALL_CONTROLS = ("groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm",
-                "style", "prompt", "noise_sd", "alpha", "reference", "key", "chords", "edit")
+                "style", "prompt", "noise_sd", "alpha", "reference", "key", "chords", "edit", "loop")
 MAX_NOISE_SD = 2.0
 MAX_CHORD_BIAS = 10.0
 SESSION_FORMAT = "midi-bangers-session"  # session.json of the studio's zip (python -m model.generate --session)
@@ -139,6 +140,7 @@ class GenerationRequest:
     infill_bars: tuple[int, int] | None = None  # (first, last), 1-based inclusive, bars of `prompt`
     drum_kit: str | None = None  # a vocab.DRUM_KITS name (the drum track's program change, every engine);
     # None: the prompt's kit, else standard
+    loop: bool = False  # a seamless loop: the last bar leads back into the first (control "loop"; new pieces only)
 
     def validate(self) -> "GenerationRequest":
         """Return a normalized copy (ints, floats, lower-case unique groups) or raise RequestError."""
@@ -156,6 +158,11 @@ class GenerationRequest:
                                    "another file")
         key, chords = _harmony(self.key, self.chords)
         _, edit_fields = check_edit(replace(self, prompt=prompt), prompt)
+        if not isinstance(self.loop, bool):
+            raise RequestError(f"{LABELS['loop']} must be on or off (true or false; got {shown(self.loop)})")
+        if self.loop and prompt is not None:
+            raise RequestError(f"{LABELS['loop']}: a loop is a new piece; remove the {LABELS['prompt']} or turn "
+                               f"{LABELS['loop']} off")
         kit = self.drum_kit.strip().lower() or None if isinstance(self.drum_kit, str) else self.drum_kit
         if kit is not None and kit not in V.DRUM_KITS:
             raise RequestError(f"{LABELS['drum_kit']}: unknown kit {shown(self.drum_kit)}; choose from "
@@ -233,6 +240,7 @@ class GenerationRequest:
         """The editing controls this request asks for (an engine without one refuses the request)."""
         used = {"key"} if self.key not in (None, "") else set()
         used |= {"chords"} if self.chords not in (None, "") else set()
+        used |= {"loop"} if self.loop is True else set()
         if self.edit not in (None, ""):
             kind = EDITS.get(self.edit) if isinstance(self.edit, str) else None
             control = "edit" if kind is None else kind.control  # an unknown edit: validate() refuses it

@@ -27,6 +27,7 @@ from . import checkpoint as ckpt
 from .engine import Engine, GenerationRequest, register
 from .sampling.decode import sample_scores
 from .sampling.filters import SamplingParams
+from .sampling.loop import make_loops
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +300,7 @@ class TransformerEngine(Engine):
                    "velocity, instrument and pitch); instrument and drum controls always hold "
                    "(grammar-constrained decoding).")
     controls = frozenset({"groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed",
-                          "bpm", "style", "prompt", "key", "chords", "edit"})
+                          "bpm", "style", "prompt", "key", "chords", "edit", "loop"})
     styles = V.STYLES
     config_class = TransformerConfig
     build = staticmethod(build_model)
@@ -324,7 +325,10 @@ class TransformerEngine(Engine):
     def _generate(self, req: GenerationRequest, progress: Callable[[float], None] | None) -> tuple[list[Score], dict]:
         params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=req.seed)
         scores, n_tokens = sample_scores(self.decoder, req, params, progress=progress)
-        return scores, {"count": n_tokens}
+        if not req.loop:
+            return scores, {"count": n_tokens}
+        scores, n_loop, gains = make_loops(self.decoder, self.model, req, params, scores)  # model.sampling.loop
+        return scores, {"count": n_tokens + n_loop, "loop_seam_gain_nats": gains}
 
 
 __all__ = ["TransformerConfig", "PRESETS", "build_model", "FastDecoder", "TransformerEngine"]
