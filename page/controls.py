@@ -101,6 +101,8 @@ _ROWS = (
             note="(one a bar, repeating)", options={"placeholder": "e.g. Dm Bb F C", "max_lines": 1}, needs="chords"),
     Control("drum_kit", gr.Dropdown, "General MIDI drum kit (" + ", ".join(V.DRUM_KITS) + '), or "none" (the '
             "upload's kit, else standard).", area="harmony", note="(none = standard)", options={"choices": KITS}),
+    Control("loop", gr.Checkbox, "transformer only: a seamless loop, the last bar leads back into the first "
+            "(new pieces; not with an uploaded MIDI).", note="(last bar leads into the first)", needs="loop"),
 )
 CONTROLS: dict[str, Control] = {c.name: c for c in _ROWS}
 if list(CONTROLS) != list(GENERATE_DEFAULTS):

@@ -52,7 +52,7 @@ GENERATE_DEFAULTS: dict[str, Any] = {
     "engine": "transformer", "groups": ("piano", "bass"), "drums": True, "bars": 8, "variants": 2,
     "temperature": 1.0, "top_p": 0.95, "top_k": 0, "seed": "", "bpm": 120, "style": NO_STYLE, "midi": None,
     "prompt_bars": 4, "noise_sd": 0.75, "alpha": 0.5, "reference": NO_REFERENCE, "reference_midi": None,
-    "key": NO_KEY, "chords": "", "drum_kit": NO_KIT,
+    "key": NO_KEY, "chords": "", "drum_kit": NO_KIT, "loop": False,
 }
 # The fields every edit takes besides its own (EDITS[kind].fields), with their defaults.
 EDIT_COMMON = ("engine", "temperature", "top_p", "top_k", "seed", "key", "chords", "drum_kit")
@@ -224,7 +224,7 @@ def generate_request(values: Mapping[str, Any]) -> Prepared:
     request = served(engine, GenerationRequest(
         groups=to_names(v["groups"]), drums=to_flag(v["drums"]), bars=to_number(v["bars"]),
         variants=to_number(v["variants"]), seed=seed, bpm=to_number(v["bpm"]), style=to_choice(v["style"], NO_STYLE),
-        prompt=prompt, extra=extra, **sampling_fields(v)))
+        prompt=prompt, extra=extra, loop=to_flag(v["loop"]), **sampling_fields(v)))
     uploaded_reference = isinstance(request.extra.get("reference"), Score)
     return Prepared(engine, request, was_random, prompt_path if request.prompt is not None else None,
                     file_path(v["reference_midi"], "reference_midi") if uploaded_reference else None)

@@ -38,7 +38,8 @@ def test_api_lists_generate(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert "/generate" in api["named_endpoints"]
     params = [p["parameter_name"] for p in api["named_endpoints"]["/generate"]["parameters"]]
-    assert len(params) == 20  # ..., reference_midi, key, chords, drum_kit
+    assert len(params) == 21  # ..., reference_midi, key, chords, drum_kit, loop
+    assert params[-1] == "loop"
 
 
 def test_two_variants_of_four_bars(client):
@@ -288,6 +289,16 @@ def test_key_chords_and_drum_kit_through_generate(client):
         call(client, groups=["piano"], bars=1, variants=1, key="H lydian")
     with pytest.raises(AppError, match="^Drum kit: unknown kit"):
         call(client, groups=["piano"], bars=1, variants=1, drum_kit="cowbell")
+
+
+def test_a_seamless_loop_through_generate(client):
+    out = call(client, groups=["piano", "bass"], bars=2, variants=1, seed="6", loop=True)
+    s = load_midi(out[5])
+    assert s.n_bars == 2 and len(s.notes) and (s.notes["onset"] + s.notes["duration"] <= 2 * s.bar_steps).all()
+    with pytest.raises(AppError, match="^Seamless loop must be on or off"):
+        call(client, groups=["piano"], bars=1, variants=1, loop="maybe")
+    with pytest.raises(AppError, match="^Seamless loop: engine cnn cannot make seamless loops"):
+        call(client, engine="cnn", groups=["piano"], bars=1, variants=1, loop=True)
 
 
 def test_mcp_server_lists_the_tools(app_server):

@@ -31,6 +31,8 @@ def build(**values):
 def recorded_form(request: GenerationRequest) -> dict:
     """A request as requests.json records it: its JSON fields, the prompt summarized."""
     out = json.loads(json.dumps(request.to_json()))
+    if out.get("loop") is False:  # recorded before the loop field, whose default changes nothing
+        del out["loop"]
     p = request.prompt
     out["prompt"] = None if p is None else {"notes": len(p.notes), "length": p.length, "bpm": p.bpm,
                                             "time_signature": list(p.time_signature), "groups": list(p.groups)}
@@ -63,7 +65,8 @@ def test_edit_builds_the_recorded_request(checkpoint_root, case):
 def test_defaults_are_the_pages_and_unknown_names_are_refused(checkpoint_root):
     assert list(studio.GENERATE_DEFAULTS) == [
         "engine", "groups", "drums", "bars", "variants", "temperature", "top_p", "top_k", "seed", "bpm", "style",
-        "midi", "prompt_bars", "noise_sd", "alpha", "reference", "reference_midi", "key", "chords", "drum_kit"]
+        "midi", "prompt_bars", "noise_sd", "alpha", "reference", "reference_midi", "key", "chords", "drum_kit",
+        "loop"]
     assert studio.EDIT_COMMON == ("engine", "temperature", "top_p", "top_k", "seed", "key", "chords", "drum_kit")
     assert studio.EDIT_DEFAULTS == {k: studio.GENERATE_DEFAULTS[k] for k in studio.EDIT_COMMON}
     assert {studio.NO_STYLE, studio.NO_REFERENCE, studio.NO_KEY, studio.NO_KIT} == {"none"}
@@ -185,3 +188,15 @@ def test_prompt_bars_and_upload_messages(checkpoint_root, tmp_path):
         build(midi={"path": str(junk), "meta": {"_type": "gradio.FileData"}})
     with pytest.raises(RequestError, match="^MIDI file must be an uploaded .mid file"):
         build(midi=123)
+
+
+def test_the_loop_checkbox_reaches_the_request(checkpoint_root):
+    assert build().request.loop is False
+    for value in (True, "on", "true", 1):
+        assert build(loop=value).request.loop is True
+    with pytest.raises(RequestError, match="^Seamless loop must be on or off"):
+        build(loop="maybe")
+    with pytest.raises(RequestError, match="^Seamless loop: engine cnn cannot make seamless loops"):
+        build(engine="cnn", loop=True)
+    with pytest.raises(RequestError, match="^Seamless loop: a loop is a new piece"):
+        build(loop=True, midi=str(WALTZ))
