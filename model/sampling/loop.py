@@ -116,8 +116,8 @@ def choose(model, req, candidates: list[Score], style: str | None, window_bars: 
     return seam_logprobs(model, [seam_sequence(prefix, c, window_bars, ctx) for c in candidates])
 
 
-def make_loops(decoder, model, req, params: SamplingParams, scores: list[Score],
-               k: int = LOOP_CANDIDATES) -> tuple[list[Score], int, list[float]]:
+def make_loops(decoder, model, req, params: SamplingParams, scores: list[Score], k: int = LOOP_CANDIDATES,
+               window_bars: int = SCORE_WINDOW_BARS) -> tuple[list[Score], int, list[float]]:
     """The variants `scores` (N bars each, from `sample_scores(decoder, req, params)`) as loops: each with the
     last bar, of its own and `k` sampled, whose first bar after it the model finds likeliest.  Returns (the
     loops, the tokens sampled for the candidates, per variant the log-probability gained over its own last bar)."""
@@ -132,7 +132,7 @@ def make_loops(decoder, model, req, params: SamplingParams, scores: list[Score],
         fresh, n = candidate_bars(decoder, req, piece, styles[b], seed, k)
         sampled += n
         candidates = [piece, *fresh]
-        logp = choose(model, req, candidates, styles[b])
+        logp = choose(model, req, candidates, styles[b], window_bars)
         best = int(torch.argmax(logp))  # the first of equals: the original on a tie
         out.append(replace(candidates[best], style=piece.style))
         gains.append(float(logp[best] - logp[0]))
