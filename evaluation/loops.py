@@ -1,7 +1,7 @@
 """How well a piece loops: the model's loss on the seam (its first bar played again after its last) against its
 loss inside the piece (each bar given the bars before it), for plain generation and for loop mode.
 
-    python -m evaluation.loops --bars 8 --seeds 0 1 2 --threads 1 [--window 4]
+    python -m evaluation.loops --bars 8 --seeds 0 1 2 --threads 1 [--window 4] [--candidates 8]
 
 For each instrument set x seed (one variant each) the transformer decodes the piece once (`sample_scores`,
 as `TransformerEngine` does); loop mode is `model.sampling.loop.make_loops` on that same piece, so the two
@@ -26,7 +26,7 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from model.sampling.loop import SCORE_WINDOW_BARS
+from model.sampling.loop import LOOP_CANDIDATES, SCORE_WINDOW_BARS
 from tokenizer import control_prefix, encode_notes
 from tokenizer import vocab as V
 
@@ -88,7 +88,7 @@ def run(args) -> dict:
             spent["plain"] += time.perf_counter() - t
             t = time.perf_counter()
             loops, _, gains = make_loops(engine.decoder, engine.model, replace(req, loop=True), params, plain,
-                                         window_bars=args.window)
+                                         k=args.candidates, window_bars=args.window)
             spent["loop"] += time.perf_counter() - t
             style = variant_styles(engine.decoder, req, params)[0]
             plan = plan_request(req)
@@ -108,12 +108,13 @@ def run(args) -> dict:
             print(f"{'+'.join(groups)}{' +drums' if drums else ''} seed {seed}: seam bits/token plain "
                   f"{seams['plain']:.3f} loop {seams['loop']:.3f} (gain {gains[0]:.2f} nats)", flush=True)
     return {"totals": totals, "gaps": gaps, "better": better, "pieces": n_pieces,
-            "seconds": time.perf_counter() - t0, "spent": spent, "window": args.window}
+            "seconds": time.perf_counter() - t0, "spent": spent, "window": args.window, "k": args.candidates}
 
 
 def report(res: dict) -> str:
     n, spent = max(res["pieces"], 1), res["spent"]
-    lines = [f"{res['pieces']} pieces ({res['seconds']:.0f} s); loop mode's scoring window {res['window']} bars; "
+    lines = [f"{res['pieces']} pieces ({res['seconds']:.0f} s); loop mode: {res['k']} candidates, scoring window "
+             f"{res['window']} bars; "
              f"per piece: generation {spent['plain'] / n:.1f} s, loop mode's last bar +{spent['loop'] / n:.1f} s",
              f"{'mode':6} {'where':7} {'bits/token':>10} {'bits/note':>10} {'tokens':>7} {'notes':>6}"]
     for mode, parts in res["totals"].items():
@@ -133,6 +134,8 @@ def main(argv=None) -> int:
     p.add_argument("--sets", type=int, default=len(SETS), help=f"how many of the {len(SETS)} instrument sets")
     p.add_argument("--window", type=int, default=SCORE_WINDOW_BARS,
                    help="bars before the last one loop mode's scoring sees (model.sampling.loop.SCORE_WINDOW_BARS)")
+    p.add_argument("--candidates", type=int, default=LOOP_CANDIDATES,
+                   help="last bars loop mode samples per piece (model.sampling.loop.LOOP_CANDIDATES)")
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
