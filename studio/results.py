@@ -119,6 +119,7 @@ class Result:
                 + (f"; {', '.join(sampling)}" if sampling else "")
                 + (f"; style {r.style}" if r.style else "")
                 + (f"; key {r.key}" if r.key else "") + (f"; chords {r.chords}" if r.chords else "")
+                + ("; seamless loop" if r.loop else "")
                 + (f"; {self.prompt_use} {len(r.prompt.notes)} uploaded notes"
                    if r.prompt is not None and not self.action else ""))
         if r.extra:

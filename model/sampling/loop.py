@@ -31,6 +31,7 @@ from .plan import plan_request
 
 LOOP_CANDIDATES = 8  # new last bars sampled per variant (the original is scored beside them)
 SCORE_WINDOW_BARS = 4  # bars before the last one the scoring forward sees (fewer where the context is full)
+BATCH = 8  # candidates sampled in one batch (a request's variants: model.request.MAX_VARIANTS)
 
 
 def variant_styles(decoder, req, params: SamplingParams) -> list[str | None]:
@@ -99,13 +100,19 @@ def seam_logprobs(model, sequences: list[tuple[np.ndarray, int]]) -> torch.Tenso
 
 
 def candidate_bars(decoder, req, piece: Score, style: str | None, seed: int, k: int) -> tuple[list[Score], int]:
-    """`k` versions of `piece` with its last bar sampled anew (one batch: the infill of the last bar, with `req`'s
-    sampling, key and chords and the variant's style); and the tokens sampled."""
-    n = piece.bars
-    infill = replace(req, prompt=piece, edit="infill", infill_bars=(n, n), variants=k, seed=seed, style=style,
-                     loop=False).validate()
-    params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=seed)
-    return sample_scores(decoder, infill, params)
+    """`k` versions of `piece` with its last bar sampled anew (batches of up to BATCH: the infill of the last bar,
+    with `req`'s sampling, key and chords and the variant's style; batch j seeded seed + j); and the tokens
+    sampled."""
+    n, out, sampled = piece.bars, [], 0
+    for j, start in enumerate(range(0, k, BATCH)):
+        s = (seed + j) % 2**32
+        infill = replace(req, prompt=piece, edit="infill", infill_bars=(n, n), variants=min(BATCH, k - start),
+                         seed=s, style=style, loop=False).validate()
+        params = SamplingParams(temperature=req.temperature, top_p=req.top_p, top_k=req.top_k, seed=s)
+        scores, count = sample_scores(decoder, infill, params)
+        out += scores
+        sampled += count
+    return out, sampled
 
 
 def choose(model, req, candidates: list[Score], style: str | None, window_bars: int = SCORE_WINDOW_BARS) -> torch.Tensor:

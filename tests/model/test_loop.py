@@ -129,3 +129,14 @@ def test_cli_loop(env_checkpoints, tmp_path, capsys):
     assert "Seamless loop: engine cnn cannot make seamless loops" in capsys.readouterr().err
     assert generate_main(args + ["--loop", "--prompt", str(MIDI_FIXTURES[0])]) == 2
     assert "Seamless loop: a loop is a new piece" in capsys.readouterr().err
+
+
+def test_more_candidates_than_a_batch(tiny_engine):
+    req = GenerationRequest(groups=("piano",), drums=False, bars=2, variants=1, seed=2, loop=True).validate()
+    piece = sample_scores(tiny_engine.decoder, req, params_of(req))[0][0]
+    many, sampled = candidate_bars(tiny_engine.decoder, req, piece, None, 7, 11)
+    assert len(many) == 11 and sampled > 0 and all(c.bars == 2 for c in many)
+    head = candidate_bars(tiny_engine.decoder, req, piece, None, 7, 8)[0]
+    assert [rows(c.notes) for c in many[:8]] == [rows(c.notes) for c in head]  # the first batch is the same
+    first = piece.notes[piece.notes["onset"] < piece.bar_steps]
+    assert all(rows(c.notes[c.notes["onset"] < piece.bar_steps]) == rows(first) for c in many)

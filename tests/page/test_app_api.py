@@ -295,6 +295,7 @@ def test_a_seamless_loop_through_generate(client):
     out = call(client, groups=["piano", "bass"], bars=2, variants=1, seed="6", loop=True)
     s = load_midi(out[5])
     assert s.n_bars == 2 and len(s.notes) and (s.notes["onset"] + s.notes["duration"] <= 2 * s.bar_steps).all()
+    assert "seamless loop" in out[1]
     with pytest.raises(AppError, match="^Seamless loop must be on or off"):
         call(client, groups=["piano"], bars=1, variants=1, loop="maybe")
     with pytest.raises(AppError, match="^Seamless loop: engine cnn cannot make seamless loops"):
