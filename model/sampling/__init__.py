@@ -7,6 +7,8 @@
     grammar   the 3-token grammar: decoding state, hard masks, update
     rules     the soft pulls on top of the masks, and `constrain`, which applies them in order
     decode    sample_scores: the transformer's batched loop (style pick, prefill, slide)
+    loop      make_loops: seamless loops, the last bar chosen by the model's score of the first bar after it
+              (imported by the transformer engine, not re-exported here)
 
 The names below are re-exported so `from model.sampling import X` works; engines import the layer they use.
 """

@@ -3,7 +3,7 @@
     scores, sampled = make_loops(decoder, model, req, params, scores)   # scores: sample_scores' N-bar pieces
 
 A causal model writes the last bar without seeing the first, so the seam is chosen afterwards.  Per variant,
-LOOP_CANDIDATES new last bars are sampled in one batch (the infill of the last bar, `model.edits.Infill`: the
+LOOP_CANDIDATES new last bars are sampled in one batch (BATCH at a time: the infill of the last bar, `model.edits.Infill`: the
 bars before it as context, the request's key and chords, the variant's own style), and the last bar kept is the
 one, of those and the original, under which the model gives the highest log-probability to the piece's first
 bar played after it: one batched forward of the full network (`model`, the TransformerWrapper: every position's
@@ -12,7 +12,9 @@ the first bar], summing the log-probabilities of the first bar's tokens (`seam_l
 note for note and the piece keeps exactly N bars (a note of the last bar still ringing at the end is cut at
 the bar line, as in every piece).  Reranking by the model's own score rather than constraining the sampler:
 the grammar's masks cannot say what "leads back" means, the model's probability of the first bar can.
-`evaluation.loops` measures the seam against the bars inside the loop (docs/runs/loops.md).
+`evaluation.loops` measures the seam against the bars inside the loop (docs/runs/loops.md: over 12 8-bar
+pieces of the shipped model, seam 0.984 -> 0.944 bits/token, inside 0.68; the last bars chosen are likelier
+than the originals, not less).
 """
 
 from __future__ import annotations
