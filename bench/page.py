@@ -53,6 +53,11 @@ def parse(summary: str) -> tuple[float, int, float]:
     return float(m.group(1)), int(m.group(2)), float(m.group(3))
 
 
+def shown_value(x):
+    """An output's value as streamed: None for "no change" (the page sends a skip while it waits)."""
+    return None if isinstance(x, dict) and x.get("__type__") == "update" and "value" not in x else x
+
+
 def http_run(client, values: dict) -> dict:
     """One /generate through HTTP; the first streamed output with a variant's MIDI and MP3 marks the first
     playable variant."""
@@ -60,15 +65,19 @@ def http_run(client, values: dict) -> dict:
     job = client.submit(**values, api_name="/generate")
     first = None
     for out in job:
-        if first is None and out[4] and out[5]:  # slot 1: (PNG, MP3, MIDI)
+        if first is None and shown_value(out[4]) and shown_value(out[5]):  # slot 1: (PNG, MP3, MIDI)
             first = time.perf_counter() - t0
-    result = job.outputs()[-1]
     wall = time.perf_counter() - t0
-    gen, tokens, render = parse(result[1])
+    summaries = [s for s in (shown_value(o[1]) for o in reversed(job.outputs())) if isinstance(s, str) and SUMMARY.search(s)]
+    if not summaries:
+        job.result()  # raises the server's error, if that is why
+        raise RuntimeError(f"no result with timings; the last outputs: {[o[:4] for o in job.outputs()[-2:]]!r}"[:2000])
+    summary = summaries[0]
+    gen, tokens, render = parse(summary)
     return {"wall": wall, "generation": gen, "tokens": tokens, "rendering": render, "first": first or wall}
 
 
-def direct(engine, checkpoint, request, progress=None, short=True):
+def direct(engine, checkpoint, request, progress=None, short=True):  # noqa: ARG001 (the Runner signature)
     """A runner that decodes in the calling thread (what the studio did before its inference worker)."""
     scores = engine.generate(request, progress=progress)
     return scores, dict(engine.last_stats)
