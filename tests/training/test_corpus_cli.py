@@ -118,3 +118,38 @@ def test_library_code_logs_and_says_what_things_are():
         calls = [n for n in ast.walk(ast.parse(text)) if isinstance(n, ast.Call)
                  and isinstance(n.func, ast.Name) and n.func.id == "print"]
         assert not calls, f"{path.name}:{calls[0].lineno} prints; use logging or tqdm"
+
+
+def test_merge_concatenates_splits_with_offsets_moved_on(tmp_path, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert main(["build", "--out", str(a), "--midi-dir", str(_write_midis(tmp_path / "ma", 12)), "--no-default",
+                 "--quiet", "--workers", "1"]) == 0
+    assert main(["build", "--out", str(b), "--midi-dir", str(_write_midis(tmp_path / "mb", 12, start=50)),
+                 "--no-default", "--quiet", "--workers", "1"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "mix"
+    assert main(["merge", "--out", str(out), str(a), str(b)]) == 0
+    for split in ("train", "validation", "test"):
+        ta, tb = (np.load(d / f"{split}.tokens.npy") for d in (a, b))
+        tm = np.load(out / f"{split}.tokens.npy")
+        assert np.array_equal(tm, np.concatenate([ta, tb]))
+        rows = [json.loads(x) for x in (out / f"{split}.index.jsonl").read_text().splitlines()]
+        n_a = len((a / f"{split}.index.jsonl").read_text().splitlines())
+        for r in rows:  # every row still points at its own piece's tokens
+            src = a if rows.index(r) < n_a else b
+            own = next(json.loads(x) for x in (src / f"{split}.index.jsonl").read_text().splitlines()
+                       if json.loads(x)["id"] == r["id"])
+            seg = tm[r["offset"]: r["offset"] + r["length"]]
+            assert np.array_equal(seg, np.load(src / f"{split}.tokens.npy")[own["offset"]: own["offset"] + own["length"]])
+        ridx = np.load(out / f"{split}.pianoroll_index.npy")
+        assert len(ridx) == len(np.load(out / f"{split}.pianoroll.npy")) and (len(ridx) == 0 or ridx.max() < len(rows))
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats["merged_from"] == [str(a), str(b)]
+    assert stats["splits"]["train"]["tokens"] == len(np.load(out / "train.tokens.npy"))
+
+
+def test_merge_of_a_folder_that_is_not_a_corpus_exits_2(tmp_path, capsys):
+    (tmp_path / "x").mkdir()
+    assert main(["merge", "--out", str(tmp_path / "mix"), str(tmp_path / "x"), str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a built corpus" in err[0] and "training.corpus build" in err[0]

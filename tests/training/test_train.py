@@ -79,3 +79,13 @@ def test_convert_into_an_existing_folder_needs_force(tiny_run, tmp_path):
     assert ckpt.main(["convert", str(tiny_run / "best"), str(dst)]) == 0
     assert ckpt.main(["convert", str(tiny_run / "best"), str(dst)]) == 2
     assert ckpt.main(["convert", str(tiny_run / "best"), str(dst), "--force"]) == 0
+
+
+def test_bf16_autocast_on_the_cpu_trains_and_is_recorded(tiny_corpus, tmp_path):
+    out = tmp_path / "bf16"
+    assert main(["--preset", "tiny", "--data", str(tiny_corpus), "--out", str(out), "--steps", "12", "--batch", "4",
+                 "--lr", "3e-3", "--eval-every", "6", "--ckpt-every", "6", "--val-windows", "4", "--device", "cpu",
+                 "--bf16", "--quiet"]) == 0
+    meta = json.loads((out / "last" / "config.json").read_text())["meta"]
+    assert meta["train"]["amp"] is True and meta["train"]["step"] == 12
+    assert meta["validation"]["loss"] == meta["validation"]["loss"] > 0  # a finite loss

@@ -3,6 +3,7 @@
     python -m training.corpus build --out data/corpus [--midi-dir DIR ...] [--limit N] [--workers N]
                                     [--sources openmsx,freedoom,pop909,classical,abc] [--pop909 DIR]
                                     [--no-default] [--quiet]
+    python -m training.corpus merge --out data/corpus-mix data/corpus-real data/corpus-indomain
 
 The command line takes every package source by default, POP909 from ../shared/data/pop909 beside the
 repository where that folder exists (a source this machine lacks is left out, and the figures say so).
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from .build import build
 from .common import CorpusError
+from .merge import merge
 from .sources import ABC_DIRS, PACKAGE_SOURCES
 
 PROG = "python -m training.corpus"
@@ -59,7 +61,17 @@ def main(argv=None) -> int:
                         f"where it exists, else POP909 is left out")
     b.add_argument("--no-default", action="store_true", help="only the --midi-dir folders")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    m = sub.add_parser("merge", help="merge built corpus folders into one (splits concatenated in order)")
+    m.add_argument("--out", required=True, help="the merged corpus folder")
+    m.add_argument("inputs", nargs="+", metavar="DIR", help="built corpus folders")
     args = ap.parse_args(argv)
+    if args.cmd == "merge":
+        try:
+            stats = merge(args.out, args.inputs)
+        except CorpusError as e:
+            return _error(str(e))
+        print(json.dumps({k: stats[k] for k in ("merged_from", "pieces", "tokens", "splits")}, indent=1))
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     names = [n.strip() for n in args.sources.split(",") if n.strip()]
     if args.pop909 is not None and not Path(args.pop909).is_dir():
