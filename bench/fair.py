@@ -80,13 +80,17 @@ def main(argv=None) -> int:
         short_request(client, 0)  # warm-up
         idle = [short_request(client, i) for i in range(1, args.runs + 1)]
 
+        from tokenizer import vocab as V
+
+        has = {V.GROUPS[int(g)] for g in set(song.notes["group"].tolist())}
+        part = next(g for g in ("strings", "brass", "organ", "guitar", "piano", "bass") if g not in has)
         edit = {}
 
         def long_edit() -> None:
             c = Client(url, verbose=False, download_files=os.path.join(tmp, "dl2"))
             t = time.perf_counter()
-            out = c.predict(midi=handle_file(str(song_file)), part="strings", seed="3", api_name="/add_part")
-            edit.update(seconds=time.perf_counter() - t, summary=out[3].splitlines()[0])
+            out = c.predict(midi=handle_file(str(song_file)), part=part, seed="3", api_name="/add_part")
+            edit.update(seconds=time.perf_counter() - t, summary=f"added {part}: " + out[3].splitlines()[0])
 
         th = threading.Thread(target=long_edit)
         th.start()
