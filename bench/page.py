@@ -11,17 +11,24 @@ summary), tokens/s as a multiple of stock, rendering seconds, and for HTTP the t
 MIDI and MP3 reached the client (the page streams variants as they are rendered).  Drums on, seeds 11, 12, ...
 Rows: HTTP with decoding in the server thread that took the request (how the page ran before its inference
 worker), HTTP through the inference worker (each --threads value in turn), and in-process on the main thread.
+Each server runs in a process of its own, as a deployment does: gradio_client waits for a streamed job by
+polling every millisecond, and in the server's process that polling took the GIL from the decoder (measured
+before this change: the engine alone in the worker thread ran 8 bars x 4 in 19-21 s, through a server in the
+benchmark's process in 26 s).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import re
 import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -92,19 +99,60 @@ def local_run(service, values: dict) -> dict:
     return {"wall": wall, "generation": gen, "tokens": tokens, "rendering": render, "first": wall}
 
 
-def start_server(tmp: str):
-    """(url, demo, studio): the page served in-process on a free loopback port (outputs in `tmp`)."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(tmp: str, port: int | None = None):
+    """(url, demo, studio): the page served in-process on a loopback port (outputs in `tmp`)."""
     os.environ["GRADIO_TEMP_DIR"] = os.path.join(tmp, "gradio")
     import page
     import studio
 
     service = studio.Studio(studio.OutputStore(os.path.join(tmp, "out")), studio.UploadCache())
     demo = page.build_demo(service)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = port or free_port()
     page.serve(demo, host="127.0.0.1", port=port, prevent_thread_lock=True, quiet=True, mcp_server=False)
     return f"http://127.0.0.1:{port}/", demo, service
+
+
+def serve(runner: str, port: int) -> int:
+    """`--serve RUNNER`: the page in this process with `runner` ("server-thread": decoding in the server thread
+    that took the request; "worker:N": the inference worker with N torch threads, "worker": its default), until
+    killed; prints READY once it answers."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _, _, service = start_server(tmp, port)
+        if runner == "server-thread":
+            service.runner = direct
+        else:
+            from studio.runner import LocalRunner
+            from studio.worker import InferenceWorker
+
+            threads = runner.partition(":")[2]
+            service.runner = LocalRunner(InferenceWorker(int(threads) if threads else None))
+        print("READY", flush=True)
+        while True:
+            time.sleep(3600)
+
+
+@contextlib.contextmanager
+def server_process(runner: str):
+    """A page server in its own process (as a deployment runs it: the browser is elsewhere), its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.page", "--serve", runner, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if line.startswith("READY"):
+                break
+        else:
+            raise RuntimeError(f"the page server ({runner}) exited with status {proc.wait()}")
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def median_row(name: str, runs: list[dict]) -> dict:
@@ -122,35 +170,37 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--threads", default="", help="comma-separated inference-worker thread counts (default: its own)")
     p.add_argument("--url", default=None, help="measure a running server instead of starting one (HTTP only)")
+    p.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # a server process of this benchmark
+    p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.serve:
+        return serve(args.serve, args.port)
     groups = [g for g in args.instruments.split(",") if g]
     values = {"groups": groups, "drums": True, "bars": args.bars, "variants": args.variants}
-    with tempfile.TemporaryDirectory() as tmp:
-        url, demo, service = (args.url, None, None) if args.url else start_server(tmp)
-        from gradio_client import Client
+    from gradio_client import Client
 
+    def http_rows(label: str, url: str, tmp: str) -> dict:
         client = Client(url, verbose=False, download_files=os.path.join(tmp, "downloads"))
         client.predict(**{**values, "bars": 1, "variants": 1, "seed": "1"}, api_name="/generate")  # warm-up
-        rows = []
-        if service is not None:  # before the inference worker: decoding in the server thread that took the request
-            service.runner = direct
-            runs = [http_run(client, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
-            rows.append(median_row("HTTP /generate, decoding in the server thread", runs))
-        for threads in [int(t) for t in args.threads.split(",") if t] or [None]:
-            if service is not None:
-                from studio.runner import LocalRunner
-                from studio.worker import InferenceWorker
+        return median_row(label, [http_run(client, {**values, "seed": str(11 + i)}) for i in range(args.runs)])
 
-                service.runner = LocalRunner(InferenceWorker(threads))
-            label = f"HTTP /generate, inference worker {threads or 'default'} threads"
-            runs = [http_run(client, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
-            rows.append(median_row(label, runs))
-        if service is not None:
+    with tempfile.TemporaryDirectory() as tmp:
+        rows = []
+        if args.url:
+            rows.append(http_rows(f"HTTP /generate at {args.url}", args.url, tmp))
+        else:  # each server in its own process, started afresh
+            with server_process("server-thread") as url:
+                rows.append(http_rows("HTTP /generate, decoding in the server thread", url, tmp))
+            for threads in [int(t) for t in args.threads.split(",") if t] or [None]:
+                with server_process(f"worker:{threads or ''}") as url:
+                    rows.append(http_rows(f"HTTP /generate, inference worker {threads or 'default'} threads", url, tmp))
+            import studio
+
+            service = studio.Studio(studio.OutputStore(os.path.join(tmp, "out")), studio.UploadCache())
             service.runner = direct
+            local_run(service, {**values, "bars": 1, "variants": 1, "seed": "1"})  # warm-up
             runs = [local_run(service, {**values, "seed": str(11 + i)}) for i in range(args.runs)]
             rows.append(median_row("in-process Studio.generate, main thread", runs))
-        if demo is not None:
-            demo.close()
         per_variant = int(statistics.median(r["tokens"] for r in rows)) // args.variants
         stock, stock_n = stock_tokens_per_s(args.variants, per_variant)
         for r in rows:
