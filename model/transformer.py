@@ -68,22 +68,62 @@ def build_model(cfg: TransformerConfig) -> TransformerWrapper:
 
 
 # ---- fast incremental decoder ---------------------------------------------------------------
-INT8_KERNEL_ROWS = 16  # up to this many rows (decoding) the int8 kernel; more (a prefill): a bf16 matmul
+# Up to this many rows the int8 kernel, more a bf16 matmul of the dequantized weights.  `torch._weight_int8pack_mm`
+# reads the weights once per row (measured on the 2-core Xeon with AMX, a 512 x 2048 layer: 62 us at 1 row, 119 at
+# 4, 456 at 16); the bf16 matmul is flat at about 165 us up to 16 rows.  `pick_kernel_rows` measures the crossover
+# on this machine when a decoder is quantized (a CPU without bf16 matmul units keeps the int8 kernel for longer).
+INT8_KERNEL_ROWS = 4
 
 
-def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """x (rows, in) bf16 @ the int8 `weight` (out, in) with its per-row bf16 `scale`, + `bias`: bf16 (rows, out)."""
+def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
+                dense: torch.Tensor) -> torch.Tensor:
+    """x (rows, in) bf16 @ the int8 `weight` (out, in) with its per-row bf16 `scale`, + `bias`: bf16 (rows, out);
+    more than INT8_KERNEL_ROWS rows (a run of kept notes, a prefill) go through `dense`, the dequantized bf16
+    weight."""
     if x.shape[0] <= INT8_KERNEL_ROWS:
         y = torch._weight_int8pack_mm(x, weight, scale)
         return y if bias is None else y + bias
-    return F.linear(x, weight.to(torch.bfloat16) * scale[:, None], bias)
+    return F.linear(x, dense, bias)
+
+
+_KERNEL_ROWS_PICKED = False
+
+
+def pick_kernel_rows(dim: int = 512, candidates=(1, 2, 4, 8, 16), repeats: int = 5) -> int:
+    """Once per process: the most rows at which the int8 kernel is still as fast as the bf16 matmul here, on a
+    `dim` x 4 `dim` layer (the shipped model's feed-forward; best of `repeats`); sets INT8_KERNEL_ROWS."""
+    import time
+
+    global INT8_KERNEL_ROWS, _KERNEL_ROWS_PICKED
+    if _KERNEL_ROWS_PICKED:
+        return INT8_KERNEL_ROWS
+
+    def best(fn, *args) -> float:
+        fn(*args)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            fn(*args)
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    lin = Int8Linear(nn.Linear(dim, 4 * dim))
+    rows = 1
+    with torch.inference_mode():
+        for m in candidates:
+            x = torch.randn(m, dim).to(torch.bfloat16)
+            if best(torch._weight_int8pack_mm, x, lin.weight, lin.scale) > best(F.linear, x, lin.dense):
+                break
+            rows = m
+    INT8_KERNEL_ROWS, _KERNEL_ROWS_PICKED = rows, True
+    return rows
 
 
 class Int8Linear(nn.Module):
     """A Linear layer with int8 weights, one scale per output row (symmetric: the row's max |w| maps to 127),
     for bf16 activations (2-D, rows contiguous): `torch._weight_int8pack_mm` on a few rows (a decoding step,
-    memory-bound: a quarter of the fp32 weights' bytes), a bf16 matmul of the dequantized weights on many (a
-    prefill, compute-bound).  Returns bf16."""
+    memory-bound: a quarter of the fp32 weights' bytes), a bf16 matmul of the dequantized weights (`dense`, kept:
+    half the fp32 weights' bytes more) on more (a run of kept notes, a prefill).  Returns bf16."""
 
     def __init__(self, lin: nn.Linear, rows: int | None = None):
         """rows: keep only the first `rows` outputs of `lin`."""
@@ -95,14 +135,15 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", codes.to(torch.int8))
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().to(torch.bfloat16))
+        self.register_buffer("dense", self.weight.to(torch.bfloat16) * self.scale[:, None])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return int8_matmul(x, self.weight, self.scale, self.bias)
+        return int8_matmul(x, *self.tensors)
 
     @property
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """(weight, scale, bias): `int8_matmul`'s arguments."""
-        return self.weight, self.scale, self.bias
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        """(weight, scale, bias, dense): `int8_matmul`'s arguments."""
+        return self.weight, self.scale, self.bias, self.dense
 
 
 class FastDecoder(nn.Module):
@@ -179,6 +220,8 @@ class FastDecoder(nn.Module):
         for layers in (self.qkv, self.out, self.ff1, self.ff2):
             for i, lin in enumerate(layers):
                 layers[i] = Int8Linear(lin, rows=3 * inner if layers is self.qkv else None)
+        if self.device.type == "cpu":
+            pick_kernel_rows()
         # rotate_half as a gather: dims (2i, 2i + 1) take (-x[2i + 1], x[2i]); the sign goes into sin
         rot = c.dim_head // 2
         perm = torch.arange(c.dim_head)

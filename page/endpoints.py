@@ -13,11 +13,14 @@ import gradio as gr
 
 from model.edits import EDITS, Edit
 from studio import EDIT_COMMON
+from studio.inputs import MAX_PROMPT_NOTES
 
 from .controls import CONTROLS
 from .handlers import SLOTS, progress_of, session_of
 
-MIDI_HELP = "the song, a .mid file (at most 64 bars are used)."
+MIDI_HELP = (f"the song, a .mid file (or a base64 data URI); the whole song is edited, however many bars (up to "
+             f"{MAX_PROMPT_NOTES:,} notes; a song that would take longer than the request budget is refused with what "
+             f"to change).")
 GENERATE_HELP = "Generate new music as MIDI: several variants, each with an MP3 preview and a piano roll."
 GENERATE_RETURNS = (f"the seed used, a summary (Markdown), a zip of everything, then for each of {SLOTS} variant "
                     "slots its piano roll (PNG), MP3 and MIDI (empty for unused slots).")

@@ -16,6 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 from model.request import GenerationRequest, RequestError
 from model.sampling.plan import plan_request
 from tokenizer import harmony as H
@@ -37,8 +39,20 @@ VARIANT_SPREAD = 1.6
 LOOP_SECONDS_PER_VARIANT = 4.0
 LOOP_SECONDS_PER_BAR = 1.2
 SECONDS_PER_STEP_PER_KEPT_NOTE = 2.0e-6
+# An edit with kept notes (add or regenerate a part) calls the decoder for each sampled token only: the kept
+# notes' forced tokens are fed in one call with the next sampled one (model.sampling.decode).  Measured on
+# Freedoom's D_ROMERO (7 parts, 6,879 notes; brass added over 24, 48 and 227 bars: 866, 2,186 and 10,127 calls
+# in 12, 34 and 153 s) and the dense 64-bar upload (bench.fair.dense_song, piano regenerated: 7,825 calls,
+# 60,044 tokens, 172 s), batch 1, one thread: about 3 calls a new note plus KEPT_CALLS_PER_ONSET a distinct onset
+# of the kept notes (1.4 to 3.1: where a new note may come before them), each call EDIT_CALL_STEPS times a
+# free-generation step (a deeper window, several tokens a call: 13.4 ms against 8), and FORCED_TOKEN_SECONDS a
+# forced token (its mask and bookkeeping).
+KEPT_CALLS_PER_ONSET = 2.5
+EDIT_CALL_STEPS = 1.7
+FORCED_TOKEN_SECONDS = 1.0e-3
 RENDER_SECONDS_PER_TRACK_SECOND = 0.02
 OVERHEAD_SECONDS = 1.0
+STEMS_MAX_SECONDS = 40 * 60  # stems of one request: at most this much audio (tracks x seconds, all variants)
 
 
 @dataclass(frozen=True)
@@ -72,15 +86,29 @@ def estimate(request: GenerationRequest) -> Cost:
     per_bar = sum(H.PART_DENSITY.get(V.GROUPS[g], 6.0) for g in plan.allowed) * bar / V.STEPS_PER_BAR
     new_notes = per_bar * span_bars
     kept = len(plan.kept)
-    steps = int(3 * (new_notes + kept) + 3 * (plan.new_end - plan.min_time) / V.MAX_SHIFT) + 8
+    shifts = (plan.new_end - plan.min_time) / V.MAX_SHIFT
+    rate = steps_per_second(request.variants)
+    if kept:  # decoder calls: the sampled tokens (the forced ones ride along)
+        onsets = len(np.unique(plan.kept["onset"]))
+        steps = int(3 * new_notes + KEPT_CALLS_PER_ONSET * onsets + 3 * shifts) + 8
+        forced = max(0, 3 * kept - KEPT_CALLS_PER_ONSET * onsets)
+    else:
+        steps, forced = int(3 * new_notes + 3 * shifts) + 8, 0
     if request.variants > 1:
         steps = int(steps * VARIANT_SPREAD)
-    sounding = kept + len(plan.tail) + min(len(plan.context), 256)
-    step_seconds = 1.0 / steps_per_second(request.variants) + SECONDS_PER_STEP_PER_KEPT_NOTE * sounding
+    if kept:
+        step_seconds = EDIT_CALL_STEPS / rate
+    else:  # the notes of the prompt that sound into the generated span cost a little every step
+        every = np.concatenate([plan.context, plan.tail])
+        ends = every["onset"].astype(np.int64) + every["duration"]
+        sounding = int(np.count_nonzero((ends > plan.min_time) & (every["onset"] < plan.new_end)))
+        step_seconds = 1.0 / rate + SECONDS_PER_STEP_PER_KEPT_NOTE * (sounding + min(len(plan.context), 256))
+    generation = steps * step_seconds + forced * FORCED_TOKEN_SECONDS
     seconds_of_music = plan.limit / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
     tracks = len(set(plan.allowed) | {int(g) for g in plan.kept["group"]} | {int(g) for g in plan.context["group"]})
-    audio = seconds_of_music * request.variants * (1 + max(tracks, 1))
-    seconds = OVERHEAD_SECONDS + steps * step_seconds + audio * RENDER_SECONDS_PER_TRACK_SECOND
+    stems = seconds_of_music * request.variants * max(tracks, 1)
+    audio = seconds_of_music * request.variants + (stems if stems <= STEMS_MAX_SECONDS else 0.0)
+    seconds = OVERHEAD_SECONDS + generation + audio * RENDER_SECONDS_PER_TRACK_SECOND
     if getattr(request, "loop", False):
         seconds += request.variants * (LOOP_SECONDS_PER_VARIANT + LOOP_SECONDS_PER_BAR * plan.limit / bar)
     return Cost(steps, 3 * len(plan.context), kept, audio, seconds)

@@ -253,15 +253,12 @@ def without_other_edits_fields(kind: str, values: Mapping[str, Any]) -> dict[str
 
 
 def edit_request(kind: str, song: Score, values: Mapping[str, Any]) -> Prepared:
-    """Edit `kind` (a model.edits name) of `song`, the whole of it (at most MAX_BARS bars), with the edit's
-    own values and `EDIT_COMMON` by name: one variant at the song's tempo, metre and groups."""
+    """Edit `kind` (a model.edits name) of `song`, the whole of it (any length the upload limits allow; the
+    request budget, studio.budget, refuses what would take too long), with the edit's own values and
+    `EDIT_COMMON` by name: one variant at the song's tempo, metre and groups."""
     edit = get_edit(kind)
     own, v = edit_fields(edit, values)
-    n_bars = song.bars
-    if n_bars > MAX_BARS:
-        raise RequestError(f"{LABELS['prompt']}: the file has {n_bars} bars; edits work on at most {MAX_BARS}: "
-                           f"set '{LABELS['prompt_bars']}'")
-    cut = song.first_bars(n_bars)
+    cut = song.first_bars(song.bars)
     engine = pick_engine(v["engine"])
     seed, was_random = parse_seed(v["seed"])
     pitched = tuple(V.GROUPS[g] for g in cut.groups if g != V.DRUM_GROUP)

@@ -24,7 +24,7 @@ from render.pianoroll import draw_pianoroll
 from tokenizer import Score, write_midi
 
 from .archive import write_zip
-from .budget import Deadline, check, estimate
+from .budget import STEMS_MAX_SECONDS, Deadline, check, estimate
 from .history import Cancelled
 from .inputs import Prepared
 from .results import Recipe, Result, Variant, missing_parts
@@ -34,7 +34,6 @@ from .stores import OutputStore
 log = logging.getLogger(__name__)
 
 RENDER_WORKERS = max(2, os.cpu_count() or 2)  # variants rendered at once (FluidSynth and lame are subprocesses)
-STEMS_MAX_SECONDS = 40 * 60  # stems of one request: at most this much audio (tracks x seconds, all variants)
 GENERATING = 0.85  # the share of the progress bar generation takes; rendering takes the rest
 
 Reporter = Callable[[float, str], None]

@@ -105,9 +105,6 @@ class Studio:
             for v in state.variants:  # the other variants' files stay while the new zip is written
                 stack.enter_context(self.store.hold(v.midi))
             old = state.variants[n - 1]
-            if old.bars > MAX_BARS:
-                raise RequestError(f"Variant {n} has {old.bars} bars; editing works on at most {MAX_BARS}: download "
-                                   f"it, or undo to a shorter version")
             prepared = edit_request(kind, old.song, without_other_edits_fields(kind, values))
             res = run(replace(prepared, prompt_file=old.midi), self.store, self.runner, report,
                       get_edit(kind).describe(prepared.request))

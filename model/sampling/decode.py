@@ -58,34 +58,59 @@ class Window:
         self.decoder.reset(self.buf.shape[0])
         return self.decoder(window)
 
-    def feed(self, tok: torch.Tensor, n: int, fix_durvel: torch.Tensor | None = None) -> torch.Tensor:
-        """The logits after body token `tok` (at n - 1 in `buf`); where `fix_durvel` is set (>= 0) the triple's
-        durvel (at n - 2) is replaced first: the kept note gets its own, a skip the rest durvel (None: nothing
-        to replace)."""
-        decoder, buf = self.decoder, self.buf
-        if fix_durvel is not None:
-            fix = fix_durvel >= 0
-            if bool(fix.any()):  # then both tokens again
-                buf[:, n - 2] = torch.where(fix, fix_durvel, buf[:, n - 2])
-                if decoder.pos + 1 > self.ctx:
-                    return self.prefill(n)
-                decoder.pos -= 1  # the kept durvel was the last token fed: overwrite it
-                return decoder(buf[:, n - 2:n])
-        if decoder.pos >= self.ctx:
-            return self.prefill(n)
-        return decoder(tok[:, None])
+    def feed(self, start: int, n: int) -> torch.Tensor:
+        """The logits after body tokens `buf[:, start:n]` (at least one), which follow the tokens the decoder has
+        read, in one forward call while they fit.  The window slides where feeding one token at a time would
+        slide it (at the first token past the context), so a run fed at once gives the same windows."""
+        while True:
+            room = self.ctx - self.decoder.pos
+            if n - start <= room:
+                return self.decoder(self.buf[:, start:n])
+            if room > 0:
+                self.decoder(self.buf[:, start:start + room])
+                start += room
+            logits = self.prefill(start + 1)  # the window is full: slide, taking in the next token
+            start += 1
+            if start == n:
+                return logits
+
+    def unread(self, count: int) -> None:
+        """Forget the last `count` tokens the decoder read (they are rewritten and fed again)."""
+        self.decoder.pos -= count
+
+
+def _forced(grammar: Grammar, mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
+    """Each variant's next token when the grammar allows only one for every variant still decoding (a kept
+    note's durvel and pitch, a shift onto the next kept note where nothing new may come between); else None.
+    A forced token still takes its draws from `gen` (as `filters.draw` would), so a seed gives the same music as
+    when every token was sampled."""
+    single = mask.sum(1) == 1
+    if not bool((single | grammar.done).all()):
+        return None
+    torch.empty(mask.shape, device=mask.device).exponential_(1, generator=gen)
+    return mask.to(torch.uint8).argmax(1)
 
 
 def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: SamplingParams, gen: torch.Generator,
          progress: Callable[[float], None] | None) -> int:
     """Sample body tokens into `window.buf` from position `n` until every variant is done (or the buffer is
-    full); the body length reached.  Host syncs: whether all are done only after a shift (nothing else ends
-    a variant), whether a durvel needs fixing only after a pitch where the request can need it."""
+    full); the body length reached.  With kept notes, a token the grammar forces is written without asking the
+    decoder, and the run of forced tokens is fed in one forward call before the next sampled token (prefill):
+    the kept notes of an edit cost a call per decision, not a call per token.  Host syncs: whether all are done
+    only after a shift (nothing else ends a variant), whether a durvel needs fixing only after a pitch where
+    the request can need it, and (with kept notes) whether the next token is forced."""
     plan = grammar.plan
     logits = window.prefill(n)
+    fed = n  # buf[:, :fed] has been read by the decoder; `logits` follow it
     span = max(plan.new_end - plan.min_time, 1)
+    forcing = grammar.has_kept
     while n < max_body:
-        tok = sample_token(constrain(grammar, logits.float()), params, gen, checked=False)
+        mask = grammar.mask()
+        tok = _forced(grammar, mask, gen) if forcing else None
+        if tok is None:
+            if fed < n:
+                logits, fed = window.feed(fed, n), n
+            tok = sample_token(constrain(grammar, logits.float(), mask=mask), params, gen, checked=False)
         slot = grammar.slot
         grammar.update(tok)
         window.buf[:, n] = tok
@@ -94,7 +119,15 @@ def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: Sampli
             progress(min(1.0, float((grammar.time.min() - plan.min_time).clamp(min=0)) / span))
         if slot == 0 and bool(grammar.done.all()):
             break
-        logits = window.feed(tok, n, grammar.fix_durvel if slot == 2 and grammar.can_fix else None)
+        if slot == 2 and grammar.can_fix:
+            fix = grammar.fix_durvel >= 0  # the triple's durvel (at n - 2) corrected: the kept note's, or a skip's
+            if bool(fix.any()):
+                window.buf[:, n - 2] = torch.where(fix, grammar.fix_durvel, window.buf[:, n - 2])
+                if fed > n - 2:
+                    window.unread(fed - (n - 2))
+                    fed = n - 2
+        if not forcing:
+            logits, fed = window.feed(fed, n), n
     return n
 
 

@@ -146,14 +146,16 @@ def active_rules(g: Grammar, rules=SOFT_RULES) -> tuple[tuple, tuple, tuple]:
     return tuple(tuple(r for r in rules if r not in APPLIES or APPLIES[r](g, slot)) for slot in range(3))
 
 
-def constrain(g: Grammar, logits: torch.Tensor, rules=SOFT_RULES) -> torch.Tensor:
+def constrain(g: Grammar, logits: torch.Tensor, rules=SOFT_RULES, mask: torch.Tensor | None = None) -> torch.Tensor:
     """(B, V) logits -> the same with the soft rules applied in order and every token the grammar forbids
-    at -inf.  Which rules can apply is worked out once per grammar and rule set."""
+    at -inf (`mask`: the grammar's mask here, when the caller has it already).  Which rules can apply is worked
+    out once per grammar and rule set."""
     rules = tuple(rules)
     active = g.rule_cache.get(rules)
     if active is None:
         active = g.rule_cache[rules] = active_rules(g, rules)
-    mask = g.mask()
+    if mask is None:
+        mask = g.mask()
     for rule in active[g.slot]:
         logits = rule(g, logits, mask)
     return logits.masked_fill(~mask, float("-inf"))

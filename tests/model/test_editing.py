@@ -315,3 +315,59 @@ def test_key_and_chords_leave_no_bar_silent(tiny_engine, seed):
         figures = adherence(req.validate(), s)
         assert figures["silent_bars"] == 0, figures["parts_per_bar"]
         assert all(figures["parts_per_bar"])
+
+
+def whole_song(bars: int = 80) -> T.Score:
+    """A real 4-bar phrase (piano, organ, bass, strings, drums) repeated to `bars` bars: a song past the page's old
+    64-bar limit and many times the tiny model's 96-token context."""
+    head = prompt(MIDI_FIXTURES[0], 4)
+    reps = -(-bars // 4)
+    notes = np.concatenate([head.notes] * reps)
+    notes["onset"] += np.repeat(np.arange(reps) * head.length, len(head.notes))
+    return T.Score(notes, bpm=head.bpm, time_signature=head.time_signature, length=reps * head.length).first_bars(bars)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_whole_song_edits_past_64_bars(tiny_engine, seed):
+    """Add a part, regenerate one, infill bars in the middle and continue, over a whole 80-bar song: the kept
+    notes come back exactly, the new part plays in nearly every bar, infill keeps every other bar note for note,
+    continue appends after the song's end."""
+    song = whole_song(80)
+    bar = song.bar_steps
+    for kw in (dict(edit="add_part", part="guitar"), dict(edit="regenerate_part", part="bass")):
+        req = GenerationRequest(seed=seed, prompt=song, **kw)
+        (s,) = tiny_engine.generate(req)
+        g = V.GROUPS.index(kw["part"])
+        assert s.length == song.length
+        assert rows(s.notes[s.notes["group"] != g]) == rows(song.notes[song.notes["group"] != g])
+        assert adherence(req.validate(), s)["part_heard_in_bars"] >= 0.9
+    first, last = 41 + seed, 44 + seed
+    lo, hi = (first - 1) * bar, last * bar
+    (s,) = tiny_engine.generate(GenerationRequest(seed=seed, prompt=song, edit="infill", infill_bars=(first, last)))
+    outside = lambda n: n[(n["onset"] < lo) | (n["onset"] >= hi)]  # noqa: E731
+    assert rows(outside(s.notes)) == rows(outside(song.notes)) and s.length == song.length
+    (s,) = tiny_engine.generate(GenerationRequest(seed=seed, prompt=song, edit="continue", bars=2))
+    assert s.length == song.length + 2 * bar
+    assert rows(s.notes[s.notes["onset"] < song.length]) == rows(song.notes)
+    assert np.any(s.notes["onset"] >= song.length)
+
+
+@pytest.mark.parametrize("edit", [dict(edit="add_part", part="guitar"), dict(edit="regenerate_part", part="bass")])
+def test_kept_notes_are_fed_in_runs_with_the_same_music(tiny_engine, monkeypatch, edit):
+    """The tokens the grammar forces (kept notes) are fed with the next sampled token in one decoder call: fewer
+    calls than tokens, and (fp32, the same draws) the same music as feeding every token on its own."""
+    from model.sampling import decode
+
+    song = whole_song(12)
+    req = GenerationRequest(variants=2, seed=3, prompt=song, **edit)
+    calls = []
+    feed = decode.Window.feed
+    monkeypatch.setattr(decode.Window, "feed", lambda self, start, n: calls.append(n - start) or feed(self, start, n))
+    runs = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+    tokens = tiny_engine.last_stats["tokens"] // 2
+    assert len(calls) < 0.7 * tokens and max(calls) > 3
+    calls.clear()
+    monkeypatch.setattr(decode, "_forced", lambda *args: None)  # every token sampled and fed on its own
+    single = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+    assert max(calls) <= 2  # (a kept note's durvel fixed: the durvel and the pitch again)
+    assert single == runs

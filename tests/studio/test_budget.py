@@ -23,7 +23,7 @@ def test_a_page_request_is_short_and_within_budget():
 
 
 def test_a_dense_upload_is_refused_before_it_starts_with_what_to_change(checkpoint_root):
-    prepared = edit_request("regenerate_part", dense_song(), {"part": "piano", "seed": 1})
+    prepared = edit_request("regenerate_part", dense_song(bars=256), {"part": "piano", "seed": 1})
     cost = B.estimate(prepared.request)
     assert cost.kept_notes > 15_000 and not cost.short and cost.seconds > B.MAX_SECONDS
     with pytest.raises(RequestError, match="at most 180 s here. Ask for fewer bars or variants"):
@@ -31,7 +31,7 @@ def test_a_dense_upload_is_refused_before_it_starts_with_what_to_change(checkpoi
 
 
 def test_the_studio_refuses_an_over_budget_edit_in_seconds(checkpoint_root, make_studio, tmp_path):
-    path = write_midi(dense_song(), tmp_path / "dense.mid")
+    path = write_midi(dense_song(bars=256), tmp_path / "dense.mid")
     studio = make_studio()
     t0 = time.perf_counter()
     with pytest.raises(RequestError, match="would take about"):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import studio
@@ -14,6 +15,7 @@ from model.edits import EDITS
 from model.request import LABELS, GenerationRequest, RequestError
 from studio import inputs
 from tests.conftest import MIDI_FIXTURES
+from tokenizer import Score
 
 OPENMSX = sorted(Path("/usr/share/games/openttd/baseset/openmsx").glob("*.mid"))
 RECORDED = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "seeded" / "requests.json").read_text())
@@ -85,13 +87,18 @@ def test_defaults_are_the_pages_and_unknown_names_are_refused(checkpoint_root):
     assert req.infill_bars == (3, 3) and req.bars == 1  # a blank last bar: the first; an edit writes no new bars
 
 
-def test_an_edit_works_on_the_whole_song_of_at_most_64_bars(checkpoint_root):
+def test_an_edit_works_on_the_whole_song_of_any_length(checkpoint_root):
     song = studio.load_upload(SONG, "prompt")
     req = studio.edit_request("continue", song, {"bars": 1, "seed": 1}).request
     assert req.prompt.bars == song.bars and len(req.prompt.notes) == len(song.notes)
-    long = song.first_bars(65)
-    with pytest.raises(RequestError, match=r"^MIDI file: the file has 65 bars; edits work on at most 64"):
-        studio.edit_request("continue", long, {"bars": 1})
+    reps = -(-200 // song.bars)  # the song 200 bars long: past the old 64-bar limit
+    notes = np.concatenate([song.notes] * reps)
+    notes["onset"] += np.repeat(np.arange(reps) * song.first_bars(song.bars).length, len(song.notes))
+    long = Score(notes, bpm=song.bpm, time_signature=song.time_signature).first_bars(200)
+    req = studio.edit_request("add_part", long, {"part": "strings", "seed": 1}).request
+    assert req.prompt.bars == 200 and len(req.prompt.notes) == len(long.notes)
+    req = studio.edit_request("infill", long, {"first_bar": 120, "last_bar": 124}).request
+    assert req.infill_bars == (120, 124)
 
 
 # ---- conversion: the studio only converts types -----------------------------------------------

@@ -1,0 +1,156 @@
+"""Whole-song edits through HTTP, against a server this benchmark starts in its own process (the page's default
+inference worker), as a musician's song arrives: the whole file, no "first N bars".
+
+    python -m bench.edit [--song FILE.mid] [--part strings] [--bars 4] [--infill FIRST-LAST] [--dense]
+
+Rows, each with its wall time through HTTP, the generation and rendering times and tokens/s the summary reports,
+and the checks a musician cares about:
+- /add_part of --part over the whole song: the share of the song's notes that come back exactly, notes outside
+  the new part that are not the song's (should be 0), the share of the song's bars where the new part plays;
+- /continue by --bars: the song kept, the new notes' bars after the song's end;
+- /infill of --infill (default: 4 bars in the middle): every note outside those bars kept note for note;
+- with --dense, the same three edits (and /regenerate_part) on a dense 64-bar, 16-track, 20,000-note upload.
+The default song is the longest level music of Freedoom (D_ROMERO of freedoom2.wad, BSD-3: 227 bars, 6,879 notes,
+7 parts), read from the Debian package's WAD.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+
+DEFAULT_WAD, DEFAULT_LUMP = "/usr/share/games/doom/freedoom2.wad", "D_ROMERO"
+FIELDS = ("onset", "group", "pitch", "duration", "velocity")
+
+
+def default_song(tmp: str) -> str:
+    """D_ROMERO of Freedoom as a MIDI file in `tmp`."""
+    from training.corpus.doom import lump_bytes, lump_to_midi
+
+    path = os.path.join(tmp, DEFAULT_LUMP.lower() + ".mid")
+    with open(path, "wb") as f:
+        f.write(lump_to_midi(lump_bytes(DEFAULT_WAD, DEFAULT_LUMP)))
+    return path
+
+
+def note_keys(notes: np.ndarray) -> collections.Counter:
+    return collections.Counter(zip(*(notes[f].tolist() for f in FIELDS)))
+
+
+def kept_share(song: np.ndarray, result: np.ndarray) -> tuple[float, int]:
+    """(share of `song`'s notes found in `result`, notes of `result` not in `song`)."""
+    a, b = note_keys(song), note_keys(result)
+    same = sum((a & b).values())
+    return same / max(1, sum(a.values())), sum((b - a).values())
+
+
+def checks(kind: str, song, result, part: str | None, infill: tuple[int, int] | None) -> dict:
+    """What the edit kept and made, from the uploaded song and the returned MIDI (both read by load_midi)."""
+    from tokenizer import vocab as V
+
+    bar = song.bar_steps
+    if kind in ("add_part", "regenerate_part"):
+        g = V.GROUPS.index(part)
+        old, new = song.notes[song.notes["group"] != g], result.notes[result.notes["group"] == g]
+        share, extra = kept_share(old, result.notes[result.notes["group"] != g])
+        bars = len(np.unique(new["onset"] // bar))
+        return {"kept": round(share, 4), "extra": extra, "new notes": len(new),
+                "part plays in bars": round(bars / song.bars, 3)}
+    if kind == "continue":
+        end = song.span_steps
+        share, extra = kept_share(song.notes, result.notes[result.notes["onset"] < end])
+        new = result.notes[result.notes["onset"] >= end]
+        return {"kept": round(share, 4), "extra": extra, "new notes": len(new),
+                "new bars": len(np.unique((new["onset"] - end) // bar)), "first new onset bar": (
+                    int(new["onset"].min()) // bar + 1 if len(new) else None), "song bars": song.bars}
+    lo, hi = (infill[0] - 1) * bar, infill[1] * bar
+    outside = lambda n: n[(n["onset"] < lo) | (n["onset"] >= hi)]  # noqa: E731
+    share, extra = kept_share(outside(song.notes), outside(result.notes))
+    inside = result.notes[(result.notes["onset"] >= lo) & (result.notes["onset"] < hi)]
+    return {"kept outside": round(share, 4), "extra outside": extra, "new notes": len(inside)}
+
+
+def run_edit(client, kind: str, midi: str, fields: dict) -> dict:
+    """One edit through HTTP: its times from the summary, and the returned MIDI's path."""
+    from gradio_client import handle_file
+
+    from bench.page import parse
+
+    t = time.perf_counter()
+    out = client.predict(midi=handle_file(midi), seed="5", **fields, api_name=f"/{kind}")
+    wall = time.perf_counter() - t
+    gen, tokens, render = parse(out[3])
+    return {"wall s": round(wall, 1), "generation s": round(gen, 1), "tokens": tokens,
+            "tokens/s": round(tokens / max(gen, 1e-9), 1), "render s": round(render, 1), "midi": out[0],
+            "summary": out[3].splitlines()[0][:120]}
+
+
+def edit_rows(client, name: str, path: str, part: str, bars: int, infill: tuple[int, int] | None,
+              regenerate: str | None = None) -> list[dict]:
+    from tokenizer import load_midi
+    from tokenizer import vocab as V
+
+    song = load_midi(path)
+    if infill is None:
+        mid = song.bars // 2
+        infill = (max(1, mid - 1), min(song.bars, mid + 2))
+    jobs = [("continue", {"bars": bars}, None), ("infill", {"first_bar": infill[0], "last_bar": infill[1]}, None)]
+    if part not in {V.GROUPS[g] for g in song.groups}:
+        jobs.insert(0, ("add_part", {"part": part}, part))
+    if regenerate:
+        jobs.append(("regenerate_part", {"part": regenerate}, regenerate))
+    rows = []
+    for kind, fields, p in jobs:
+        print(f"{name}: {kind} {fields} ...", flush=True)
+        row = {"song": name, "edit": kind, **{k: v for k, v in fields.items()}}
+        try:
+            res = run_edit(client, kind, path, fields)
+        except Exception as e:  # noqa: BLE001 - a refusal is a figure too
+            rows.append({**row, "refused": str(e)[:200]})
+            continue
+        result = load_midi(res.pop("midi"))
+        rows.append({**row, **res, **checks(kind, song, result, p, infill)})
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.edit", description=__doc__.split("\n\n")[0])
+    p.add_argument("--song", default=None, help=f"a MIDI file (default: {DEFAULT_LUMP} of {DEFAULT_WAD})")
+    p.add_argument("--part", default="strings", help="the part /add_part adds (the song must not have it)")
+    p.add_argument("--bars", type=int, default=4, help="bars /continue adds")
+    p.add_argument("--infill", default=None, help="FIRST-LAST bars /infill writes anew (default: 4 in the middle)")
+    p.add_argument("--dense", action="store_true", help="also edit a dense 64-bar, 16-track, 20,000-note upload")
+    args = p.parse_args(argv)
+    from gradio_client import Client
+
+    from bench.fair import dense_song
+    from bench.page import server_process
+    from tokenizer import load_midi, write_midi
+
+    infill = tuple(int(x) for x in args.infill.split("-")) if args.infill else None
+    with tempfile.TemporaryDirectory() as tmp, server_process("worker") as url:
+        song = args.song or default_song(tmp)
+        s = load_midi(song)
+        print(f"{os.path.basename(song)}: {s.bars} bars, {len(s.notes):,} notes, {len(s.groups)} parts, "
+              f"{s.bpm:.0f} BPM, {s.seconds() / 60:.1f} minutes", flush=True)
+        client = Client(url, verbose=False, download_files=os.path.join(tmp, "dl"))
+        client.predict(groups=["piano"], drums=False, bars=1, variants=1, seed="1", api_name="/generate")  # warm-up
+        rows = edit_rows(client, os.path.basename(song), song, args.part, args.bars, infill)
+        if args.dense:
+            dense = write_midi(dense_song(), os.path.join(tmp, "dense.mid"))
+            rows += edit_rows(client, "dense 64 bars, 20,000 notes", str(dense), args.part, 2, (30, 31),
+                              regenerate="piano")
+    for r in rows:
+        print(" | ".join(f"{k}: {v}" for k, v in r.items()))
+    print(json.dumps(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
