@@ -8,8 +8,13 @@ is studio/.
 """
 
 import logging
+import os
 
-from page import build_demo, serve
+# before torch loads: one OpenMP thread for every thread but the inference workers, which set their own (without
+# it the worker decoded at about half speed; studio/worker.py)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from page import build_demo, serve  # noqa: E402
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

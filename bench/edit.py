@@ -1,5 +1,5 @@
-"""Whole-song edits through HTTP, against a server this benchmark starts in its own process (the page's default
-inference worker), as a musician's song arrives: the whole file, no "first N bars".
+"""Whole-song edits through HTTP, against a server this benchmark starts in its own process (the app's own
+runner: its short and long inference lanes), as a musician's song arrives: the whole file, no "first N bars".
 
     python -m bench.edit [--song FILE.mid] [--part strings] [--bars 4] [--infill FIRST-LAST] [--dense]
 
@@ -10,8 +10,9 @@ and the checks a musician cares about:
 - /continue by --bars: the song kept, the new notes' bars after the song's end;
 - /infill of --infill (default: 4 bars in the middle): every note outside those bars kept note for note;
 - with --dense, the same three edits (and /regenerate_part) on a dense 64-bar, 16-track, 20,000-note upload.
-The default song is the longest level music of Freedoom (D_ROMERO of freedoom2.wad, BSD-3: 227 bars, 6,879 notes,
-7 parts), read from the Debian package's WAD.
+The default songs: the longest level music of Freedoom (D_ROMERO of freedoom2.wad, BSD-3: 227 bars of 4/4, 6,879
+notes, 7 parts, 8.7 minutes), read from the Debian package's WAD, and POP909 song 023 (MIT; 4.3 minutes, 1,655
+notes, piano; 258 bars of 1/4 as the file is annotated) where ../shared/data/pop909 holds it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import time
 import numpy as np
 
 DEFAULT_WAD, DEFAULT_LUMP = "/usr/share/games/doom/freedoom2.wad", "D_ROMERO"
+DEFAULT_POP909 = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+                              "pop909", "023", "023.mid")
 FIELDS = ("onset", "group", "pitch", "duration", "velocity")
 
 
@@ -91,7 +94,7 @@ def run_edit(client, kind: str, midi: str, fields: dict) -> dict:
             "summary": out[3].splitlines()[0][:120]}
 
 
-def edit_rows(client, name: str, path: str, part: str, bars: int, infill: tuple[int, int] | None,
+def edit_rows(client, name: str, path: str, part: str | None, bars: int, infill: tuple[int, int] | None,
               regenerate: str | None = None) -> list[dict]:
     from tokenizer import load_midi
     from tokenizer import vocab as V
@@ -101,7 +104,9 @@ def edit_rows(client, name: str, path: str, part: str, bars: int, infill: tuple[
         mid = song.bars // 2
         infill = (max(1, mid - 1), min(song.bars, mid + 2))
     jobs = [("continue", {"bars": bars}, None), ("infill", {"first_bar": infill[0], "last_bar": infill[1]}, None)]
-    if part not in {V.GROUPS[g] for g in song.groups}:
+    has = {V.GROUPS[g] for g in song.groups}
+    part = part or next((g for g in ("strings", "brass", "organ", "lead", "reed") if g not in has), None)
+    if part and part not in has:
         jobs.insert(0, ("add_part", {"part": part}, part))
     if regenerate:
         jobs.append(("regenerate_part", {"part": regenerate}, regenerate))
@@ -121,8 +126,10 @@ def edit_rows(client, name: str, path: str, part: str, bars: int, infill: tuple[
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.edit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--song", default=None, help=f"a MIDI file (default: {DEFAULT_LUMP} of {DEFAULT_WAD})")
-    p.add_argument("--part", default="strings", help="the part /add_part adds (the song must not have it)")
+    p.add_argument("--song", action="append", default=None,
+                   help=f"a MIDI file, repeatable (default: {DEFAULT_LUMP} of {DEFAULT_WAD} and POP909 023)")
+    p.add_argument("--part", default=None, help="the part /add_part adds (default: the first of strings, brass, "
+                                                "organ, lead, reed the song lacks)")
     p.add_argument("--bars", type=int, default=4, help="bars /continue adds")
     p.add_argument("--infill", default=None, help="FIRST-LAST bars /infill writes anew (default: 4 in the middle)")
     p.add_argument("--dense", action="store_true", help="also edit a dense 64-bar, 16-track, 20,000-note upload")
@@ -134,14 +141,16 @@ def main(argv=None) -> int:
     from tokenizer import load_midi, write_midi
 
     infill = tuple(int(x) for x in args.infill.split("-")) if args.infill else None
-    with tempfile.TemporaryDirectory() as tmp, server_process("worker") as url:
-        song = args.song or default_song(tmp)
-        s = load_midi(song)
-        print(f"{os.path.basename(song)}: {s.bars} bars, {len(s.notes):,} notes, {len(s.groups)} parts, "
-              f"{s.bpm:.0f} BPM, {s.seconds() / 60:.1f} minutes", flush=True)
+    with tempfile.TemporaryDirectory() as tmp, server_process("app") as url:
         client = Client(url, verbose=False, download_files=os.path.join(tmp, "dl"))
         client.predict(groups=["piano"], drums=False, bars=1, variants=1, seed="1", api_name="/generate")  # warm-up
-        rows = edit_rows(client, os.path.basename(song), song, args.part, args.bars, infill)
+        rows = []
+        songs = args.song or [default_song(tmp)] + ([DEFAULT_POP909] if os.path.isfile(DEFAULT_POP909) else [])
+        for song in songs:
+            s = load_midi(song)
+            print(f"{os.path.basename(song)}: {s.bars} bars, {len(s.notes):,} notes, {len(s.groups)} parts, "
+                  f"{s.bpm:.0f} BPM, {s.seconds() / 60:.1f} minutes", flush=True)
+            rows += edit_rows(client, os.path.basename(song), song, args.part, args.bars, infill)
         if args.dense:
             dense = write_midi(dense_song(), os.path.join(tmp, "dense.mid"))
             rows += edit_rows(client, "dense 64 bars, 20,000 notes", str(dense), args.part, 2, (30, 31),

@@ -5,18 +5,22 @@ job frees the engine.
     python -m bench.fair [--song FILE.mid] [--runs 3]
 
 1. a 1-bar /generate alone (idle latency, median of --runs);
-2. the same while /add_part adds strings to every bar of --song (default: the longest openmsx song, cut to 64
-   bars) in another client: the short request's latency, and the edit's own wall time;
-3. /regenerate_part on a dense 64-bar, 16-track, 20,000-note upload: the time until it is refused;
+2. the same while /add_part adds a part to every bar of --song (default: the longest openmsx song, whole) in
+   another client: the short request's latency, and the edit's own wall time;
+3. /regenerate_part on a dense 256-bar, 16-track, 20,000-note upload (over the budget): the time until it is
+   refused;
 4. a 32-bar x 4 /generate cancelled after 3 s: the time until a 1-bar request sent right after returns.
 """
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the server in this process starts as app.py starts it
+
 import argparse
 import glob
 import json
-import os
 import statistics
 import tempfile
 import threading
@@ -26,7 +30,7 @@ from bench.page import start_server
 
 
 def dense_song(notes: int = 20_000, bars: int = 64, tracks: int = 16):
-    """A 64-bar upload with `notes` notes over `tracks` tracks (every pitched group and drums), seeded."""
+    """A `bars`-bar upload with `notes` notes over `tracks` tracks (every pitched group and drums), seeded."""
     import numpy as np
 
     from tokenizer import NOTE_DTYPE, Score
@@ -74,9 +78,9 @@ def main(argv=None) -> int:
         url, demo, _ = start_server(tmp)
         client = Client(url, verbose=False, download_files=os.path.join(tmp, "dl"))
         song_path = args.song or longest_openmsx()
-        song = load_midi(song_path).first_bars(64)
+        song = load_midi(song_path)
         song_file = write_midi(song, os.path.join(tmp, "song.mid"))
-        dense_file = write_midi(dense_song(), os.path.join(tmp, "dense.mid"))
+        dense_file = write_midi(dense_song(bars=256), os.path.join(tmp, "dense.mid"))
         short_request(client, 0)  # warm-up
         idle = [short_request(client, i) for i in range(1, args.runs + 1)]
 

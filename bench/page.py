@@ -68,13 +68,19 @@ def shown_value(x):
 
 def http_run(client, values: dict) -> dict:
     """One /generate through HTTP; the first streamed output with a variant's MIDI and MP3 marks the first
-    playable variant."""
+    playable variant.  The outputs are looked at every 20 ms: iterating over the job, gradio_client polls every
+    millisecond, and that busy client took a core from the server's two decoding threads (a benchmark
+    artifact: a browser is on another machine)."""
     t0 = time.perf_counter()
     job = client.submit(**values, api_name="/generate")
     first = None
-    for out in job:
-        if first is None and shown_value(out[4]) and shown_value(out[5]):  # slot 1: (PNG, MP3, MIDI)
+    while True:
+        done = job.done()
+        if first is None and any(shown_value(o[4]) and shown_value(o[5]) for o in job.outputs()):  # slot 1
             first = time.perf_counter() - t0
+        if done:
+            break
+        time.sleep(0.02)
     wall = time.perf_counter() - t0
     summaries = [s for s in (shown_value(o[1]) for o in reversed(job.outputs())) if isinstance(s, str) and SUMMARY.search(s)]
     if not summaries:
@@ -120,11 +126,13 @@ def start_server(tmp: str, port: int | None = None):
 
 def serve(runner: str, port: int) -> int:
     """`--serve RUNNER`: the page in this process with `runner` ("server-thread": decoding in the server thread
-    that took the request; "worker:N": the inference worker with N torch threads, "worker": its default), until
-    killed; prints READY once it answers."""
+    that took the request; "worker:N": the inference worker with N torch threads, "worker": its default; "app":
+    the app's own runner, its short and long lanes), until killed; prints READY once it answers."""
     with tempfile.TemporaryDirectory() as tmp:
         _, _, service = start_server(tmp, port)
-        if runner == "server-thread":
+        if runner == "app":
+            pass
+        elif runner == "server-thread":
             service.runner = direct
         else:
             from studio.runner import LocalRunner
@@ -139,10 +147,12 @@ def serve(runner: str, port: int) -> int:
 
 @contextlib.contextmanager
 def server_process(runner: str):
-    """A page server in its own process (as a deployment runs it: the browser is elsewhere), its URL."""
+    """A page server in its own process, started as app.py starts it (as a deployment runs it: the browser is
+    elsewhere), its URL."""
     port = free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as app.py starts the page (studio/worker.py: SERVER_ENV)
     proc = subprocess.Popen([sys.executable, "-m", "bench.page", "--serve", runner, "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:
         for line in proc.stdout:
             if line.startswith("READY"):

@@ -19,8 +19,8 @@ from render.roll import ROLL_CSS, ROLL_JS
 # however many rolls carry it.
 ROLL_HEAD = f"<script>\n{ROLL_JS}\n</script>"
 ROLL_TEMPLATE = ('<div class="mb-roll"><div class="mb-legend"></div>'
-                 '<div class="mb-stage"><canvas class="mb-canvas"></canvas><div class="mb-sel"></div>'
-                 '<div class="mb-head"></div></div></div>')
+                 '<div class="mb-scroll"><div class="mb-stage"><canvas class="mb-canvas"></canvas>'
+                 '<div class="mb-sel"></div><div class="mb-head"></div></div></div></div>')
 ROLL_JS_ON_LOAD = "MidiBangersRoll.mount(element, props, trigger, watch);"
 
 

@@ -54,12 +54,18 @@ class LocalRunner:
     def __call__(self, engine: Any, checkpoint: str | None, request: GenerationRequest,
                  progress: Callable[[float], None] | None = None, short: bool = True) -> tuple[list[Score], dict]:
         eng = engine if short or self.worker is not None else self.long_engine(engine)
+        worker = self.worker or shared_worker("short" if short else "long")
+
+        def report(fraction: float) -> None:  # the cores re-shared with the other lane at each report
+            worker.rebalance()
+            if progress is not None:
+                progress(fraction)
 
         def job() -> tuple[list[Score], dict]:
-            scores = eng.generate(request, progress=progress)
+            scores = eng.generate(request, progress=report)
             return scores, dict(getattr(eng, "last_stats", {}) or {})
 
-        return (self.worker or shared_worker("short" if short else "long")).run(job)
+        return worker.run(job)
 
 
 def gpu_seconds(engine: str, checkpoint: str | None, request: GenerationRequest) -> int:

@@ -1,12 +1,19 @@
-"""The inference worker: one long-lived thread that runs every generation of this process, with torch's thread
-count set once, in that thread.
+"""The inference worker: one long-lived thread per lane that runs the generations of this process, with torch's
+thread count set in that thread.
 
 Why: torch's intra-op thread count is an OpenMP setting of the calling thread.  A request that decodes in one of
 the web server's worker threads gets OpenMP's defaults there (every core, a team of helper threads per calling
 thread), not what the main thread set, and small per-token ops ran 2-3x slower than on the main thread
 (`python -m bench.threads` measures it).  Here every request's decoding runs in the same thread, whose setting
-is measured (`bench.threads`, `bench.page --threads`) and chosen by `MIDI_BANGERS_THREADS` (default: 1 on a
-machine of at most 2 cores, where the other core renders previews and serves HTTP; else half the cores).
+is measured (`bench.threads`, `bench.page --threads`) and chosen by `MIDI_BANGERS_THREADS` (default: every core
+on a machine of at most 2, else half the cores).  The lanes' workers share it: a job takes the default divided
+by the lanes busy (both lanes busy on 2 cores: one thread each, not 4 threads on 2 cores), set when a job starts
+and again at its progress reports (`rebalance`), so a long job gives a core back while a short one runs.
+
+The process must start with OMP_NUM_THREADS=1 (app.py sets it before torch loads; `SERVER_ENV`): otherwise the
+main thread's OpenMP team (every core, from loading the model) competes with the worker's, and the worker with
+2 threads decoded 8 bars x 4 at 185 tokens/s against 358 with it (and 350 on the main thread; in-process, nothing
+else running, `docs/runs/bench-page.log`).
 
     worker = InferenceWorker()
     scores = worker.run(engine.generate, request, progress)   # blocks the caller until done
@@ -29,8 +36,11 @@ log = logging.getLogger(__name__)
 THREADS_ENV = "MIDI_BANGERS_THREADS"
 
 
+SERVER_ENV = {"OMP_NUM_THREADS": "1"}  # the environment a serving process starts with (see above)
+
+
 def default_threads() -> int:
-    """torch threads for generation: MIDI_BANGERS_THREADS, else 1 on up to 2 cores, else half the cores."""
+    """torch threads for generation: MIDI_BANGERS_THREADS, else every core on up to 2, else half the cores."""
     env = os.environ.get(THREADS_ENV, "").strip()
     if env:
         try:
@@ -38,14 +48,21 @@ def default_threads() -> int:
         except ValueError:
             log.warning("%s=%r is not a whole number; using the default", THREADS_ENV, env)
     cores = os.cpu_count() or 1
-    return 1 if cores <= 2 else cores // 2
+    return cores if cores <= 2 else cores // 2
+
+
+_BUSY = [0]  # shared workers running a job now
+_BUSY_LOCK = threading.Lock()
 
 
 class InferenceWorker:
-    """A daemon thread that runs submitted jobs one at a time, in submission order, with `threads` torch threads."""
+    """A daemon thread that runs submitted jobs one at a time, in submission order, with `threads` torch threads
+    (None: `default_threads()` shared with the other lanes' workers, divided by the lanes busy at a job's start)."""
 
     def __init__(self, threads: int | None = None, name: str = "midi-bangers-inference"):
+        self.fixed = threads
         self.threads = threads or default_threads()
+        self._share = self.threads  # the torch threads set in the worker's thread now
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -61,10 +78,27 @@ class InferenceWorker:
             context, fn, args, future = job
             if not future.set_running_or_notify_cancel():
                 continue
+            with _BUSY_LOCK:
+                _BUSY[0] += 1
+            self.rebalance()
             try:
                 future.set_result(context.run(fn, *args))
             except BaseException as e:  # noqa: BLE001 - handed to the caller, who raises it
                 future.set_exception(e)
+            finally:
+                with _BUSY_LOCK:
+                    _BUSY[0] -= 1
+
+    def rebalance(self) -> None:
+        """In this worker's thread: its torch threads re-shared with the lanes busy now (nothing to do when the
+        share has not changed, or the thread count is fixed)."""
+        if self.fixed is None and threading.current_thread() is self._thread:
+            share = max(1, self.threads // max(1, _BUSY[0]))
+            if share != self._share:
+                import torch
+
+                torch.set_num_threads(share)
+                self._share = share
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         """Queue fn(*args) in the caller's context; its Future holds the result or the exception."""

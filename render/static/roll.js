@@ -6,6 +6,10 @@
   if (window.MidiBangersRoll) return;
 
   const RULER = 16; // bar numbers strip (CSS px)
+  // A long song gets at least MIN_BAR_PX a bar, wider than the box: it scrolls sideways (the playhead is followed
+  // while the audio plays), so a bar of a 250-bar song can still be clicked and dragged.
+  const MIN_BAR_PX = 20;
+  const MAX_STAGE_PX = 12000; // a canvas stays within the browser's limits (x2 on a high-density screen)
   const GAP = 6; // between the pitched area and the drum lane
   const BLACK = new Set([1, 3, 6, 8, 10]);
   const rolls = new Set();
@@ -57,6 +61,7 @@
       this.props = props;
       this.trigger = trigger;
       this.stage = el.querySelector(".mb-stage");
+      this.scroll = el.querySelector(".mb-scroll") || this.stage;
       this.canvas = el.querySelector(".mb-canvas");
       this.legend = el.querySelector(".mb-legend");
       this.head = el.querySelector(".mb-head");
@@ -64,14 +69,15 @@
       this.data = null;
       this.media = null;
       this.lastX = null;
-      this.width = 0;
+      this.width = 0; // the stage's width (CSS px): the box's, or more for a long song
+      this.viewW = 0; // the box's width
       this.sel = null; // [first, last] bar, 1-based
       this.anchor = null;
       this.onMedia = () => wake();
       this.resize = new ResizeObserver(() => {
-        if (this.stage.clientWidth !== this.width) { this.draw(); wake(); }
+        if (this.scroll.clientWidth !== this.viewW) { this.draw(); wake(); }
       });
-      this.resize.observe(this.stage);
+      this.resize.observe(this.scroll);
       this.bindPointer();
       this.setData(props.value);
       this.findMedia();
@@ -141,9 +147,13 @@
     }
 
     draw() {
-      const W = this.stage.clientWidth;
-      this.width = W;
-      if (!W) return; // hidden: drawn again by the ResizeObserver when shown
+      const view = this.scroll.clientWidth;
+      this.viewW = view;
+      const bars = this.data ? this.data.n_bars : 0;
+      const W = Math.max(view, Math.min(MAX_STAGE_PX, Math.round(bars * MIN_BAR_PX)));
+      this.stage.style.width = view && W > view ? W + "px" : "";
+      this.width = view ? W : 0;
+      if (!view) return; // hidden: drawn again by the ResizeObserver when shown
       const L = this.layout();
       const dpr = window.devicePixelRatio || 1;
       const c = this.canvas;
@@ -235,13 +245,18 @@
       if (!m || !this.data || !this.width) { this.head.style.display = "none"; return false; }
       const t = m.currentTime || 0;
       const x = Math.max(0, Math.min(this.width, (t / this.data.seconds) * this.width));
+      const playing = !m.paused && !m.ended;
+      if (playing && this.width > this.viewW) { // keep the playhead in the box
+        const left = this.scroll.scrollLeft;
+        if (x < left || x > left + this.viewW - 16) this.scroll.scrollLeft = Math.max(0, x - this.viewW * 0.1);
+      }
       if (x !== this.lastX) {
         this.head.style.display = "block";
         this.head.style.transform = `translateX(${x}px)`;
         this.head.dataset.time = t.toFixed(3);
         this.lastX = x;
       }
-      return !m.paused && !m.ended;
+      return playing;
     }
 
     // ---- pointer: click seeks, drag or shift-click selects whole bars ------------------------------

@@ -48,6 +48,18 @@ return [coloured, blue, green, c.width, c.height];
 """
 
 
+def long_song(bars: int = 250):
+    """A 250-bar song: a piano note on every beat, so that the roll is far wider than its box."""
+    import numpy as np
+
+    from tokenizer import Score, make_notes
+    from tokenizer import vocab as V
+
+    onsets = np.arange(bars * 4) * V.STEPS_PER_QUARTER
+    notes = make_notes(onset=onsets, duration=4, velocity_level=5, group=0, pitch=60 + onsets // V.STEPS_PER_BAR % 12)
+    return Score(notes, bpm=120, length=bars * V.STEPS_PER_BAR)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,6 +96,7 @@ def roll_page(tmp_path_factory):
 
         roll.select(on_select, None, bars)
         swap.click(lambda: roll_data(waltz()), None, roll)
+        gr.Button("long", elem_id="long").click(lambda: roll_data(long_song()), None, roll)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
     try:
@@ -177,3 +190,37 @@ def test_roll_plays_seeks_and_selects_bars(roll_page, browser):
     assert browser.execute_script("return window.MidiBangersRoll.rolls.size") == 1
     if os.environ.get("SAVE_SCREENSHOT") == "1":
         browser.save_screenshot(str(Path(tempfile.gettempdir()) / "roll-browser.png"))
+
+
+ROLL = "const r = document.querySelector('#live-roll .mb-roll').parentElement.midiBangersRoll;"
+
+
+def test_a_long_song_scrolls_sideways_and_its_bars_can_be_selected(roll_page, browser):
+    """A 250-bar roll gets at least 20 px a bar and scrolls inside its box; a drag over bars 120-123, scrolled
+    into view, selects exactly those bars."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _ = roll_page
+    browser.get(url)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#live-roll .mb-legend").text)
+    browser.find_element(By.ID, "long").click()
+    wait.until(lambda d: "250 bars" in d.find_element(By.CSS_SELECTOR, "#live-roll .mb-legend").text)
+    stage_w, box_w, scroll_w = browser.execute_script(
+        ROLL + "return [r.stage.clientWidth, r.scroll.clientWidth, r.scroll.scrollWidth];")
+    assert stage_w >= 250 * 20 > box_w and scroll_w >= stage_w, (stage_w, box_w, scroll_w)
+    # scroll bar 120 into view, then drag from the middle of bar 120 to the middle of bar 123
+    browser.execute_script(ROLL + "r.scroll.scrollLeft = r.data.bars[119] / r.data.seconds * r.width - 40;")
+    box = browser.find_element(By.CSS_SELECTOR, "#live-roll .mb-scroll")
+    centre = browser.execute_script("const b = arguments[0].getBoundingClientRect(); return b.left + b.width / 2;",
+                                    box)
+    x120, x123 = browser.execute_script(
+        ROLL + "const s = r.stage.getBoundingClientRect(), d = r.data;"
+        "const x = (b) => s.left + (d.bars[b - 1] + d.bar_seconds / 2) / d.seconds * r.width;"
+        "return [x(120), x(123)];")
+    assert 0 < x120 - (centre - box_w / 2) < box_w and x123 < centre + box_w / 2  # both in view
+    ActionChains(browser).move_to_element_with_offset(box, int(x120 - centre), 10).click_and_hold() \
+        .move_by_offset(int((x123 - x120) / 2), 0).move_by_offset(int((x123 - x120) / 2), 0).release().perform()
+    assert _selected(browser) == "120-123"
