@@ -23,7 +23,7 @@ from model.sampling.plan import plan_request
 from tokenizer import harmony as H
 from tokenizer import vocab as V
 
-MAX_SECONDS = 180.0  # the most one request may take to generate and render
+MAX_SECONDS = 240.0  # the most one request may take to generate and render (a long one runs on its own lane)
 SHORT_SECONDS = 30.0  # a request estimated under this goes to the short lane (the page's 8 bars x 4 variants do)
 DEADLINE_FACTOR = 3.0  # a request stopped when it runs this many times over its estimate (and past SHORT_SECONDS)
 # Measured rates: decoder steps a second of the engine on the inference worker's thread with one torch thread
@@ -43,14 +43,16 @@ SECONDS_PER_STEP_PER_KEPT_NOTE = 2.0e-6
 # notes' forced tokens are fed in one call with the next sampled one (model.sampling.decode).  Measured on
 # Freedoom's D_ROMERO (7 parts, 6,879 notes; brass added over 24, 48 and 227 bars: 866, 2,186 and 10,127 calls
 # in 12, 34 and 153 s) and the dense 64-bar upload (bench.fair.dense_song, piano regenerated: 7,825 calls,
-# 60,044 tokens, 172 s), batch 1, one thread: about 3 calls a new note plus KEPT_CALLS_PER_ONSET a distinct onset
+# 60,044 tokens, 172 s), batch 1, one thread (instrumented runs on the main thread that counted the decoder's
+# calls; the whole requests through HTTP: `python -m bench.edit`, docs/runs/bench-edit.log): about 3 calls a new note plus KEPT_CALLS_PER_ONSET a distinct onset
 # of the kept notes (1.4 to 3.1: where a new note may come before them), each call EDIT_CALL_STEPS times a
 # free-generation step (a deeper window, several tokens a call: 13.4 ms against 8), and FORCED_TOKEN_SECONDS a
 # forced token (its mask and bookkeeping).
 KEPT_CALLS_PER_ONSET = 2.5
-EDIT_CALL_STEPS = 1.7
+EDIT_CALL_STEPS = 1.9  # through HTTP: D_ROMERO + brass, 169.5 s of generation (bench.edit)
 FORCED_TOKEN_SECONDS = 1.0e-3
-RENDER_SECONDS_PER_TRACK_SECOND = 0.02
+RENDER_SECONDS_PER_TRACK_SECOND = 0.02  # a stem
+MIX_SECONDS_PER_SECOND = 0.045  # the mix's MP3 (every part at once): D_ROMERO's 8.7 minutes in 24.3-24.8 s
 OVERHEAD_SECONDS = 1.0
 STEMS_MAX_SECONDS = 40 * 60  # stems of one request: at most this much audio (tracks x seconds, all variants)
 
@@ -106,9 +108,11 @@ def estimate(request: GenerationRequest) -> Cost:
     generation = steps * step_seconds + forced * FORCED_TOKEN_SECONDS
     seconds_of_music = plan.limit / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
     tracks = len(set(plan.allowed) | {int(g) for g in plan.kept["group"]} | {int(g) for g in plan.context["group"]})
-    stems = seconds_of_music * request.variants * max(tracks, 1)
-    audio = seconds_of_music * request.variants + (stems if stems <= STEMS_MAX_SECONDS else 0.0)
-    seconds = OVERHEAD_SECONDS + generation + audio * RENDER_SECONDS_PER_TRACK_SECOND
+    mix = seconds_of_music * request.variants
+    stems = mix * max(tracks, 1)
+    stems = stems if stems <= STEMS_MAX_SECONDS else 0.0
+    audio = mix + stems
+    seconds = OVERHEAD_SECONDS + generation + mix * MIX_SECONDS_PER_SECOND + stems * RENDER_SECONDS_PER_TRACK_SECOND
     if getattr(request, "loop", False):
         seconds += request.variants * (LOOP_SECONDS_PER_VARIANT + LOOP_SECONDS_PER_BAR * plan.limit / bar)
     return Cost(steps, 3 * len(plan.context), kept, audio, seconds)

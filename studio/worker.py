@@ -63,6 +63,7 @@ class InferenceWorker:
         self.fixed = threads
         self.threads = threads or default_threads()
         self._share = self.threads  # the torch threads set in the worker's thread now
+        self.limit: int | None = None  # the running job's most threads (None: no limit); see `rebalance`
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -80,6 +81,7 @@ class InferenceWorker:
                 continue
             with _BUSY_LOCK:
                 _BUSY[0] += 1
+            self.limit = None
             self.rebalance()
             try:
                 future.set_result(context.run(fn, *args))
@@ -89,11 +91,14 @@ class InferenceWorker:
                 with _BUSY_LOCK:
                     _BUSY[0] -= 1
 
-    def rebalance(self) -> None:
-        """In this worker's thread: its torch threads re-shared with the lanes busy now (nothing to do when the
-        share has not changed, or the thread count is fixed)."""
+    def rebalance(self, limit: int | None = None) -> None:
+        """In this worker's thread: its torch threads re-shared with the lanes busy now, at most `limit` (kept
+        for the rest of the job; nothing to do when the share has not changed, or the thread count is fixed)."""
+        if limit is not None:
+            self.limit = limit
         if self.fixed is None and threading.current_thread() is self._thread:
             share = max(1, self.threads // max(1, _BUSY[0]))
+            share = min(share, self.limit) if self.limit else share
             if share != self._share:
                 import torch
 

@@ -26,7 +26,7 @@ def test_a_dense_upload_is_refused_before_it_starts_with_what_to_change(checkpoi
     prepared = edit_request("regenerate_part", dense_song(bars=256), {"part": "piano", "seed": 1})
     cost = B.estimate(prepared.request)
     assert cost.kept_notes > 15_000 and not cost.short and cost.seconds > B.MAX_SECONDS
-    with pytest.raises(RequestError, match="at most 180 s here. Ask for fewer bars or variants"):
+    with pytest.raises(RequestError, match="at most 240 s here. Ask for fewer bars or variants"):
         B.check(cost)
 
 

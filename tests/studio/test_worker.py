@@ -55,3 +55,22 @@ def test_the_lanes_share_the_cores_while_both_are_busy(monkeypatch):
     finally:
         long.close(), short.close()
     assert seen == {"long alone": 2, "short": 1, "long beside short": 1, "long alone again": 2}
+
+
+def test_a_one_variant_job_decodes_with_one_thread(monkeypatch):
+    """An edit (one variant) decodes a token at a time: the runner limits its job to SINGLE_VARIANT_THREADS;
+    the next job gets the share again."""
+    from studio.runner import SINGLE_VARIANT_THREADS
+
+    monkeypatch.setenv(THREADS_ENV, "2")
+    worker = InferenceWorker(name="test-limit")
+    try:
+        def limited() -> int:
+            worker.rebalance(SINGLE_VARIANT_THREADS)
+            worker.rebalance()  # a progress report keeps the limit
+            return torch.get_num_threads()
+
+        assert worker.run(limited) == SINGLE_VARIANT_THREADS == 1
+        assert worker.run(torch.get_num_threads) == 2
+    finally:
+        worker.close()
