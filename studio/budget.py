@@ -64,6 +64,7 @@ class Cost:
     kept_notes: int  # notes of the upload forced in at their places
     audio_seconds: float  # music to render, summed over tracks and variants
     seconds: float  # the estimate of the whole request here
+    bars: int = 0  # bars to write (the generated span: the new bars, the infilled ones, or the whole song)
 
     @property
     def short(self) -> bool:
@@ -115,7 +116,7 @@ def estimate(request: GenerationRequest) -> Cost:
     seconds = OVERHEAD_SECONDS + generation + mix * MIX_SECONDS_PER_SECOND + stems * RENDER_SECONDS_PER_TRACK_SECOND
     if getattr(request, "loop", False):
         seconds += request.variants * (LOOP_SECONDS_PER_VARIANT + LOOP_SECONDS_PER_BAR * plan.limit / bar)
-    return Cost(steps, 3 * len(plan.context), kept, audio, seconds)
+    return Cost(steps, 3 * len(plan.context), kept, audio, seconds, plan.span_bars)
 
 
 def check(cost: Cost) -> None:

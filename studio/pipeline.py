@@ -81,11 +81,11 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
     check(cost)  # over the budget: refused before it starts
     deadline = Deadline(cost)
 
-    def generating(f: float) -> None:
+    def generating(f: float) -> None:  # "generating: 120 of 227 bars"
         deadline.check()
-        report(GENERATING * float(f), "generating")
+        report(GENERATING * float(f), f"generating: {min(cost.bars, int(float(f) * cost.bars))} of {cost.bars} bars")
 
-    report(0.0, "generating")
+    generating(0.0)
     try:
         scores, stats = runner(eng, recipe.checkpoint, request, generating, short=cost.short)
     except ValueError as e:  # a request this engine cannot serve (drums alone for a melody engine, an

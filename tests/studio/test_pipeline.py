@@ -4,6 +4,7 @@ progress and Stop, plain words for parts an engine left out, the summary, the st
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import mido
@@ -43,6 +44,9 @@ def test_progress_and_stop(make_studio):
     st.generate(SMALL, session="s", progress=lambda f, what: seen.append((f, what)))
     fracs = [f for f, _ in seen]
     assert fracs[0] == 0.0 and fracs[-1] == 1.0 and fracs == sorted(fracs)
+    bars = [re.fullmatch(r"generating: (\d+) of (\d+) bars", what) for _, what in seen if what.startswith("gen")]
+    done = [int(m[1]) for m in bars]  # bars done of bars to do, as the progress bar says
+    assert all(bars) and {int(m[2]) for m in bars} == {int(SMALL["bars"])} and done[0] == 0 and done == sorted(done)
 
     def stop_at_first_report(f, what):
         st.stop("s")
