@@ -291,13 +291,77 @@ def song_grid(notes: np.ndarray, bar_steps: int, min_bars: int = 2) -> np.ndarra
     return count >= min(min_bars, max(1, len(np.unique(bars))))
 
 
+LOCAL_BARS = 4  # the song's local key: the scale of its notes within this many bars either side of a bar
+
+
+def local_scale_share(part: np.ndarray, song: np.ndarray, bar_steps: int, reach: int = LOCAL_BARS) -> float | None:
+    """The share of the part's pitched notes in the song's local scale: `song_scale` of the song's notes within
+    `reach` bars either side of the note's bar (a song that changes key is judged bar by bar; None for drums or
+    without song notes near)."""
+    pitched = _pitched(part)
+    if not len(pitched):
+        return None
+    song_bars = np.asarray(song["onset"], np.int64) // bar_steps
+    order = np.argsort(song_bars, kind="stable")
+    song_bars, song = song_bars[order], song[order]
+    ok = total = 0
+    bars = np.asarray(pitched["onset"], np.int64) // bar_steps
+    for b in np.unique(bars):
+        lo, hi = np.searchsorted(song_bars, [b - reach, b + reach + 1])
+        scale = song_scale(song[lo:hi])
+        if scale is None:
+            continue
+        notes = pitched[bars == b]
+        ok += int(pitch_mask(scale)[notes["pitch"]].sum())
+        total += len(notes)
+    return ok / total if total else None
+
+
+def bar_profiles(notes: np.ndarray, bar_steps: int, first_bar: int, n_bars: int) -> np.ndarray:
+    """(bars, 12 + 16): per bar, its pitch-class counts (pitched notes) and its onsets over 16 positions of the
+    bar (drums included), each half scaled to unit length (zeros for a silent bar)."""
+    out = np.zeros((n_bars - first_bar, 28))
+    bars = np.asarray(notes["onset"], np.int64) // bar_steps - first_bar
+    inside = (bars >= 0) & (bars < n_bars - first_bar)
+    n, bars = notes[inside], bars[inside]
+    pitched = n["group"] != V.DRUM_GROUP
+    np.add.at(out, (bars[pitched], np.asarray(n["pitch"][pitched], np.int64) % 12), 1.0)
+    pos = (np.asarray(n["onset"], np.int64) % bar_steps) * 16 // bar_steps
+    np.add.at(out, (bars, 12 + pos), 1.0)
+    for lo, hi in ((0, 12), (12, 28)):
+        norm = np.linalg.norm(out[:, lo:hi], axis=1, keepdims=True)
+        out[:, lo:hi] /= np.where(norm > 0, norm, 1.0)
+    return out
+
+
+def repeats_with_song(part: np.ndarray, song: np.ndarray, bar_steps: int, n_bars: int, first_bar: int = 0,
+                      ) -> float | None:
+    """Whether the part repeats where the song repeats: the correlation of the two bar-by-bar self-similarity
+    matrices (cosine of `bar_profiles`), over the pairs of bars where both play (None with fewer than 3 such
+    bars or no variation)."""
+    a, b = (bar_profiles(x, bar_steps, first_bar, n_bars) for x in (part, song))
+    both = np.flatnonzero((a.any(1)) & (b.any(1)))
+    if len(both) < 3:
+        return None
+    a, b = a[both], b[both]
+    sa, sb = a @ a.T / 2, b @ b.T / 2  # two unit halves: 0..1
+    iu = np.triu_indices(len(both), 1)
+    x, y = sa[iu], sb[iu]
+    if x.std() == 0 or y.std() == 0:
+        return None
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def part_fit(part: np.ndarray, song: np.ndarray, bar_steps: int, n_bars: int, first_bar: int = 0) -> dict:
     """How one part (its notes) sits in a song (the other parts' notes), over bars first_bar .. n_bars-1:
     - notes_per_bar: its notes per 4/4 bar (32 steps) in the bars where it starts a note (None if silent);
     - heard_in_bars: the share of the bars where it starts a note;
     - in_song_scale: the share of its pitched notes in `song_scale` of the song (None for drums);
+    - in_local_scale: the same against the song's local scale (`local_scale_share`: 4 bars either side);
     - on_song_grid: the share of its onsets at a position in the bar where the song starts notes in at
-      least two bars (`song_grid`) (None if silent or the song is).
+      least two bars (`song_grid`) (None if silent or the song is);
+    - repeats_with_song: the correlation of its bar-by-bar self-similarity with the song's
+      (`repeats_with_song`: does it repeat where the song repeats).
     Real parts of the corpus measured the same way are the yardstick (python -m evaluation.edits)."""
     lo, hi = first_bar * bar_steps, n_bars * bar_steps
 
@@ -311,11 +375,13 @@ def part_fit(part: np.ndarray, song: np.ndarray, bar_steps: int, n_bars: int, fi
                  "heard_in_bars": heard / max(1, n_bars - first_bar)}
     scale, pitched = song_scale(song), _pitched(part)
     out["in_song_scale"] = float(pitch_mask(scale)[pitched["pitch"]].mean()) if scale and len(pitched) else None
+    out["in_local_scale"] = local_scale_share(part, song, bar_steps)
     if len(part) and len(song):
         grid = song_grid(song, bar_steps)
         out["on_song_grid"] = float(grid[np.asarray(part["onset"], np.int64) % bar_steps].mean())
     else:
         out["on_song_grid"] = None
+    out["repeats_with_song"] = repeats_with_song(part, song, bar_steps, n_bars, first_bar)
     return out
 
 

@@ -136,3 +136,28 @@ def test_registers_and_densities_come_from_the_corpus_command(tiny_corpus, capsy
     assert "REGISTERS: dict[str, tuple[int, int]] = {" in out and "    'bass': (" in out and "PART_DENSITY" in out
     assert set(H.PART_DENSITY) == set(V.GROUPS) and all(d > 0 for d in H.PART_DENSITY.values())
     assert "python -m evaluation.registers --data data/corpus --split train" in open(H.__file__).read()
+
+
+def test_song_scale_figures_follow_key_changes_and_repeats():
+    """At song scale: a part that follows the song's key change is in its local scale throughout (though half
+    out of the song's one scale), and a part that repeats where the song repeats correlates with it."""
+    bar, bars = 32, 16
+    on = np.arange(bars) * bar
+    # the song: C major triads for 8 bars, then F# major; bars alternate between two rhythms (A B A B ...)
+    root = np.where(np.arange(bars) < 8, 60, 66)
+    song_on = np.concatenate([on, on, on, on + np.where(np.arange(bars) % 2, 8, 16)])
+    song_pitch = np.concatenate([root, root + 4, root + 7, root + 12])
+    song = T.make_notes(onset=song_on, duration=4, velocity_level=5, group=0, pitch=song_pitch)
+    # a bass on each bar's third (E, then A#) with the song's A/B rhythm; and one on C throughout, its rhythm
+    # out of phase (A A B B ...): it ignores both the key change and the repeats
+    follow = T.make_notes(onset=np.concatenate([on, on + np.where(np.arange(bars) % 2, 8, 16)]), duration=4,
+                          velocity_level=5, group=4, pitch=np.tile(root - 20, 2))
+    other = T.make_notes(onset=np.concatenate([on, on + np.where(np.arange(bars) % 4 < 2, 8, 16)]), duration=4,
+                         velocity_level=5, group=4, pitch=36)
+    fit = H.part_fit(follow, song, bar, bars)
+    assert fit["in_local_scale"] >= 0.85 and fit["in_song_scale"] <= 0.6, fit
+    assert fit["repeats_with_song"] > 0.9
+    assert H.part_fit(other, song, bar, bars)["repeats_with_song"] < 0.5
+    drums = T.make_notes(onset=on, duration=1, velocity_level=5, group=V.DRUM_GROUP, pitch=36)
+    assert H.part_fit(drums, song, bar, bars)["in_local_scale"] is None
+    assert H.repeats_with_song(follow[:2], song, bar, bars) is None  # fewer than 3 bars where both play
