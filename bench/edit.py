@@ -55,17 +55,19 @@ def kept_share(song: np.ndarray, result: np.ndarray) -> tuple[float, int]:
 
 def checks(kind: str, song, result, part: str | None, infill: tuple[int, int] | None) -> dict:
     """What the edit kept and made, from the uploaded song and the returned MIDI (both read by load_midi)."""
+    from model.edits import EDITS
     from tokenizer import vocab as V
 
     bar = song.bar_steps
-    if kind in ("add_part", "regenerate_part"):
+    edit = EDITS[kind]
+    if edit.new_part:
         g = V.GROUPS.index(part)
         old, new = song.notes[song.notes["group"] != g], result.notes[result.notes["group"] == g]
         share, extra = kept_share(old, result.notes[result.notes["group"] != g])
         bars = len(np.unique(new["onset"] // bar))
         return {"kept": round(share, 4), "extra": extra, "new notes": len(new),
                 "part plays in bars": round(bars / song.bars, 3)}
-    if kind == "continue":
+    if edit.extends:
         end = song.span_steps
         share, extra = kept_share(song.notes, result.notes[result.notes["onset"] < end])
         new = result.notes[result.notes["onset"] >= end]
@@ -96,6 +98,7 @@ def run_edit(client, kind: str, midi: str, fields: dict) -> dict:
 
 def edit_rows(client, name: str, path: str, part: str | None, bars: int, infill: tuple[int, int] | None,
               regenerate: str | None = None) -> list[dict]:
+    from model.edits import AddPart, Continue, Infill, RegeneratePart
     from tokenizer import load_midi
     from tokenizer import vocab as V
 
@@ -103,13 +106,13 @@ def edit_rows(client, name: str, path: str, part: str | None, bars: int, infill:
     if infill is None:
         mid = song.bars // 2
         infill = (max(1, mid - 1), min(song.bars, mid + 2))
-    jobs = [("continue", {"bars": bars}, None), ("infill", {"first_bar": infill[0], "last_bar": infill[1]}, None)]
+    jobs = [(Continue.name, {"bars": bars}, None), (Infill.name, {"first_bar": infill[0], "last_bar": infill[1]}, None)]
     has = {V.GROUPS[g] for g in song.groups}
     part = part or next((g for g in ("strings", "brass", "organ", "lead", "reed") if g not in has), None)
     if part and part not in has:
-        jobs.insert(0, ("add_part", {"part": part}, part))
+        jobs.insert(0, (AddPart.name, {"part": part}, part))
     if regenerate:
-        jobs.append(("regenerate_part", {"part": regenerate}, regenerate))
+        jobs.append((RegeneratePart.name, {"part": regenerate}, regenerate))
     rows = []
     for kind, fields, p in jobs:
         print(f"{name}: {kind} {fields} ...", flush=True)

@@ -64,13 +64,13 @@ def edits_for(score) -> list[tuple[str, str]]:
     return out
 
 
-def real_parts(data, pieces: int, bars: int, seed: int = 0) -> dict[str, dict]:
+def real_parts(data, pieces: int, bars: int, seed: int = 0, split: str = "test") -> dict[str, dict]:
     """Per group: the part_fit figures of real parts (each part of random test pieces against the rest of
     its piece, first `bars` bars): notes per bar median, the others means, and n."""
     from evaluation.report import real_excerpts
 
     acc: dict[str, dict[str, list]] = {}
-    for _, s in real_excerpts(data, "test", pieces, seed):
+    for _, s in real_excerpts(data, split, pieces, seed):
         n_bars = min(bars, s.n_bars) if bars > 0 else s.n_bars
         for g in s.groups:
             others = s.notes[s.notes["group"] != g]
@@ -165,7 +165,7 @@ def render(rows: list[dict], real: dict[str, dict] | None) -> str:
                  f"{_f(_mean(o['in_local_scale'] for o in orig))}, repeats with the song "
                  f"{_f(_mean(o['repeats_with_song'] for o in orig))}")
     if real:
-        L += ["", "real parts of the corpus (test split, first bars or whole pieces), per group: notes/bar median, "
+        L += ["", "real parts of the corpus (its test split, first bars or whole pieces), per group: notes/bar median, "
               "heard, in song scale, on song grid, in local scale, repeats with the song (means), n"]
         for g in V.GROUPS:
             if g in real:
@@ -194,6 +194,8 @@ def main(argv=None) -> int:
     ap.add_argument("--top-p", type=float, default=0.95)
     ap.add_argument("--data", default="data/corpus", help="the corpus for the real parts ('' for none)")
     ap.add_argument("--real-pieces", type=int, default=400)
+    ap.add_argument("--real-split", default="test", help="the corpus split of the real parts (realtest: the held-out "
+                                                         "real songs of `training.corpus build`)")
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
     import torch
@@ -206,7 +208,7 @@ def main(argv=None) -> int:
     for p in map(Path, args.prompts):
         files += sorted(p.glob("*.mid")) if p.is_dir() else [p]
     t = time.perf_counter()
-    real = real_parts(args.data, args.real_pieces, args.bars) if args.data else None
+    real = real_parts(args.data, args.real_pieces, args.bars, split=args.real_split) if args.data else None
     engine = get_engine(args.engine, args.checkpoint)
     rows = measure(engine, files, args.bars, args.seeds, args.variants, temperature=args.temperature,
                    top_p=args.top_p)
