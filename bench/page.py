@@ -150,7 +150,7 @@ def server_process(runner: str):
     """A page server in its own process, started as app.py starts it (as a deployment runs it: the browser is
     elsewhere), its URL."""
     port = free_port()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as app.py starts the page (studio/worker.py: SERVER_ENV)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # as app.py starts the page (see studio/worker.py)
     proc = subprocess.Popen([sys.executable, "-m", "bench.page", "--serve", runner, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     try:

@@ -69,9 +69,9 @@ def build_model(cfg: TransformerConfig) -> TransformerWrapper:
 
 # ---- fast incremental decoder ---------------------------------------------------------------
 # Up to this many rows the int8 kernel, more a bf16 matmul of the dequantized weights.  `torch._weight_int8pack_mm`
-# reads the weights once per row (measured on the 2-core Xeon with AMX, a 512 x 2048 layer: 62 us at 1 row, 119 at
-# 4, 456 at 16); the bf16 matmul is flat at about 165 us up to 16 rows.  `pick_kernel_rows` measures the crossover
-# on this machine when a decoder is quantized (a CPU without bf16 matmul units keeps the int8 kernel for longer).
+# reads the weights once per row, so its time grows with the rows; a bf16 matmul (AMX here) costs about the same
+# from 1 to 16 rows.  `pick_kernel_rows` measures the crossover on this machine when a decoder is quantized (4 rows
+# on the 2-core Xeon; a CPU without bf16 matmul units keeps the int8 kernel for longer).
 INT8_KERNEL_ROWS = 4
 
 

@@ -102,10 +102,7 @@ def estimate(request: GenerationRequest) -> Cost:
     if kept:
         step_seconds = EDIT_CALL_STEPS / rate
     else:  # the notes of the prompt that sound into the generated span cost a little every step
-        every = np.concatenate([plan.context, plan.tail])
-        ends = every["onset"].astype(np.int64) + every["duration"]
-        sounding = int(np.count_nonzero((ends > plan.min_time) & (every["onset"] < plan.new_end)))
-        step_seconds = 1.0 / rate + SECONDS_PER_STEP_PER_KEPT_NOTE * (sounding + min(len(plan.context), 256))
+        step_seconds = 1.0 / rate + SECONDS_PER_STEP_PER_KEPT_NOTE * (len(plan.sounding()) + min(len(plan.context), 256))
     generation = steps * step_seconds + forced * FORCED_TOKEN_SECONDS
     seconds_of_music = plan.limit / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
     tracks = len(set(plan.allowed) | {int(g) for g in plan.kept["group"]} | {int(g) for g in plan.context["group"]})

@@ -10,10 +10,10 @@ on a machine of at most 2, else half the cores).  The lanes' workers share it: a
 by the lanes busy (both lanes busy on 2 cores: one thread each, not 4 threads on 2 cores), set when a job starts
 and again at its progress reports (`rebalance`), so a long job gives a core back while a short one runs.
 
-The process must start with OMP_NUM_THREADS=1 (app.py sets it before torch loads; `SERVER_ENV`): otherwise the
-main thread's OpenMP team (every core, from loading the model) competes with the worker's, and the worker with
-2 threads decoded 8 bars x 4 at 185 tokens/s against 358 with it (and 350 on the main thread; in-process, nothing
-else running, `docs/runs/bench-page.log`).
+The serving process starts with OMP_NUM_THREADS=1 (app.py sets it before torch loads, and bench.page's servers
+start the same way): otherwise the main thread's OpenMP team (every core, from loading the model) competes with
+the worker's (in a one-off in-process run, not kept as a command, the worker with 2 threads decoded 8 bars x 4 at
+about half speed without it).
 
     worker = InferenceWorker()
     scores = worker.run(engine.generate, request, progress)   # blocks the caller until done
@@ -34,9 +34,6 @@ from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 THREADS_ENV = "MIDI_BANGERS_THREADS"
-
-
-SERVER_ENV = {"OMP_NUM_THREADS": "1"}  # the environment a serving process starts with (see above)
 
 
 def default_threads() -> int:

@@ -104,9 +104,7 @@ class Grammar:
         self.k_durvel = torch.tensor(list(durvel) + [-1], dtype=torch.long, device=dev)
         self.kidx = torch.zeros(batch, dtype=torch.long, device=dev)
         # notes of the prompt that sound into the window: a new note may not restrike (and so cut) them
-        every = np.concatenate([plan.context, plan.kept, plan.tail])
-        ends = every["onset"].astype(np.int64) + every["duration"]
-        ring = every[(ends > plan.min_time) & (every["onset"] < plan.new_end)]
+        ring = plan.sounding()
         self.r_on = torch.tensor(ring["onset"].astype(np.int64), device=dev)
         self.r_end = torch.tensor(ring["onset"].astype(np.int64) + ring["duration"], device=dev)
         self.r_tok = torch.tensor(V.GROUPPITCH_OFFSET + ring["group"].astype(np.int64) * 128 + ring["pitch"],

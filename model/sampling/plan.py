@@ -57,6 +57,13 @@ class Plan:
         """A plan in `song`'s metre and tempo (`fields`: the rest, by name)."""
         return cls(bar_steps=song.bar_steps, time_signature=song.time_signature, bpm=song.bpm, **fields)
 
+    def sounding(self) -> np.ndarray:
+        """The prompt's notes (context, kept and tail) that sound into the decoded span [min_time, new_end): a new
+        note may not restrike them, and each costs the grammar a little every step."""
+        every = np.concatenate([self.context, self.kept, self.tail])
+        ends = every["onset"].astype(np.int64) + every["duration"]
+        return every[(ends > self.min_time) & (every["onset"] < self.new_end)]
+
     @property
     def span_bars(self) -> int:
         """Bars of the generated span [min_time, new_end) (at least 1)."""
