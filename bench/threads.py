@@ -1,26 +1,32 @@
-"""Why a request served in a server thread decodes slower than on the main thread, measured: one decoder step
-(batch 4, the engine's CPU decoder) and one softmax over the vocabulary, timed on the main thread and in fresh
-threads with torch's thread settings as they come and as set in that thread, alone and with a second thread
-decoding at the same time (two requests at once, as the page's queue allows).
+"""Why decoding in a server's thread ran at half the main thread's speed, measured: one decoder step (batch 4, the
+engine's int8 CPU decoder) and one vocabulary softmax, on the main thread and on fresh threads as the inference
+workers run their jobs (studio/worker.py), alone, beside another thread that ran one big op (as a web server's
+or render thread does), and two at once (both lanes busy).
 
     python -m bench.threads [--steps 200] [--repeats 3]
 
-torch's intra-op thread count is an OpenMP setting of the calling thread: `torch.set_num_threads` on the main
-thread does not reach a thread the server starts later, which gets OpenMP's own default (every core) and a
-team of helper threads of its own.  Prints microseconds per call (median of the repeats) side by side.
+The process starts as app.py starts the page (OMP_NUM_THREADS=1 before torch loads).  The finding: PyTorch's
+libgomp spins while a team waits only while the process holds no more OpenMP threads than cores.
+`torch.set_num_threads(2)` in the job's thread is also every later thread's default, so a bystander thread that
+runs one big op keeps a 2-thread team of its own and the decoder's team stops spinning (the last row);
+`set_own_threads(2)` sets the job's thread alone.  Prints microseconds per call (median of the repeats).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
 
-import torch
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # as app.py serves the page
 
-from model.transformer import TransformerEngine
-from tokenizer import control_prefix
+import torch  # noqa: E402 - after the OpenMP setting
+
+from model.transformer import TransformerEngine  # noqa: E402
+from studio.worker import set_own_threads  # noqa: E402
+from tokenizer import control_prefix  # noqa: E402
 
 
 def step_timer(engine: TransformerEngine, steps: int) -> dict[str, float]:
@@ -42,15 +48,29 @@ def step_timer(engine: TransformerEngine, steps: int) -> dict[str, float]:
     return {"step_us": step, "softmax_us": (time.perf_counter() - t) / steps * 1e6}
 
 
-def in_thread(fn, threads: int | None, rival: bool) -> dict[str, float]:
-    """fn() in a fresh thread (torch.set_num_threads(threads) there first unless None); with `rival`, a second
-    fresh thread runs fn() at the same time."""
+def in_thread(fn, threads: int, rival: bool = False, bystander: bool = False, torch_wide: bool = False) -> dict:
+    """fn() in a fresh thread with `threads` torch threads set in it (`set_own_threads`, or with `torch_wide`
+    torch.set_num_threads, put back to 1 after); with `rival`, a second such thread runs fn() at the same time;
+    with `bystander`, a thread started after the setting runs one big op and stays alive while fn() runs."""
     out: dict = {}
+    done = threading.Event()
+
+    def idle_after_a_big_op() -> None:
+        torch.randn(1 << 20).exp_()
+        done.wait()
 
     def work(store: bool) -> None:
-        if threads is not None:
-            torch.set_num_threads(threads)
+        (torch.set_num_threads if torch_wide else set_own_threads)(threads)
+        side = threading.Thread(target=idle_after_a_big_op) if bystander else None
+        if side is not None:
+            side.start()
+            time.sleep(0.2)
         r = fn()
+        done.set()
+        if side is not None:
+            side.join()
+        if torch_wide:
+            torch.set_num_threads(1)
         if store:
             out.update(r)
 
@@ -75,11 +95,11 @@ def main(argv=None) -> int:
 
     cases = {
         f"main thread ({main_threads} threads)": lambda: fn(),
-        "server-like thread, torch as it comes": lambda: in_thread(fn, None, False),
-        "thread, set_num_threads(1) in it": lambda: in_thread(fn, 1, False),
-        "thread, set_num_threads(2) in it": lambda: in_thread(fn, 2, False),
-        "2 threads at once, as they come": lambda: in_thread(fn, None, True),
-        "2 threads at once, 1 thread each": lambda: in_thread(fn, 1, True),
+        "job thread, 1 thread": lambda: in_thread(fn, 1),
+        "job thread, 2 threads": lambda: in_thread(fn, 2),
+        "job thread, 2 threads, beside a bystander": lambda: in_thread(fn, 2, bystander=True),
+        "2 job threads at once, 1 thread each": lambda: in_thread(fn, 1, rival=True),
+        "job thread, torch.set_num_threads(2), bystander": lambda: in_thread(fn, 2, bystander=True, torch_wide=True),
     }
     fn()  # warm-up
     runs: dict[str, list[dict]] = {k: [] for k in cases}
@@ -88,9 +108,9 @@ def main(argv=None) -> int:
             runs[name].append(case())
     print(f"one decoder step, batch 4, int8 CPU decoder ({engine.cfg.depth} x {engine.cfg.dim}); median of "
           f"{args.repeats} x {args.steps} calls")
-    print(f"{'where':<42}{'step us':>10}{'softmax us':>12}")
+    print(f"{'where':<50}{'step us':>10}{'softmax us':>12}")
     for name, rs in runs.items():
-        print(f"{name:<42}{statistics.median(r['step_us'] for r in rs):>10.0f}"
+        print(f"{name:<50}{statistics.median(r['step_us'] for r in rs):>10.0f}"
               f"{statistics.median(r['softmax_us'] for r in rs):>12.0f}")
     return 0
 

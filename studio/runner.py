@@ -21,7 +21,6 @@ from tokenizer import Score
 
 from .worker import InferenceWorker, shared_worker
 
-SINGLE_VARIANT_THREADS = 1  # torch threads for a request of one variant (see LocalRunner)
 GPU_SECONDS_BASE = 20  # loading onto the lent GPU and starting up
 GPU_SECONDS_PER_BAR = 1.5  # per bar of one batch of variants, generous: ZeroGPU ends a call that overruns
 GPU_BATCH = 4  # variants decoded together
@@ -63,9 +62,6 @@ class LocalRunner:
                 progress(fraction)
 
         def job() -> tuple[list[Score], dict]:
-            # one variant (an edit) decodes one token at a time: a second thread costs more than it gives (bench.edit:
-            # POP909 023 + strings, 58.2 s of generation with one thread, 80.3 s with two); more variants: the share
-            worker.rebalance(SINGLE_VARIANT_THREADS if request.variants <= 1 else None)
             scores = eng.generate(request, progress=report)
             return scores, dict(getattr(eng, "last_stats", {}) or {})
 

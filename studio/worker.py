@@ -1,19 +1,23 @@
-"""The inference worker: one long-lived thread per lane that runs the generations of this process, with torch's
-thread count set in that thread.
+"""The inference workers: one per lane, each running its jobs one at a time, each job on a fresh thread with
+torch's intra-op thread count set for that thread only.
 
-Why: torch's intra-op thread count is an OpenMP setting of the calling thread.  A request that decodes in one of
-the web server's worker threads gets OpenMP's defaults there (every core, a team of helper threads per calling
-thread), not what the main thread set, and small per-token ops ran 2-3x slower than on the main thread
-(`python -m bench.threads` measures it).  Here every request's decoding runs in the same thread, whose setting
-is measured (`bench.threads`, `bench.page --threads`) and chosen by `MIDI_BANGERS_THREADS` (default: every core
-on a machine of at most 2, else half the cores).  The lanes' workers share it: a job takes the default divided
-by the lanes busy (both lanes busy on 2 cores: one thread each, not 4 threads on 2 cores), set when a job starts
-and again at its progress reports (`rebalance`), so a long job gives a core back while a short one runs.
+Why, measured (`python -m bench.threads`): PyTorch's CPU wheels run their ops on GNU OpenMP, and libgomp spins
+while a team waits only while the process holds no more OpenMP threads than cores; past that ("throttled") it
+parks every waiting thread at once, and a 2-thread decoder step on 2 cores takes twice as long (batch 4: about 7 ms
+a step against 15 ms).  Two things put the process past that point, and this module avoids both:
 
-The serving process starts with OMP_NUM_THREADS=1 (app.py sets it before torch loads, and bench.page's servers
-start the same way): otherwise the main thread's OpenMP team (every core, from loading the model) competes with
-the worker's (in a one-off in-process run, not kept as a command, the worker with 2 threads decoded 8 bars x 4 at
-about half speed without it).
+- `torch.set_num_threads(n)` is also a process-wide default: every thread started later takes n at its first
+  parallel op.  A server thread that then runs one big op (a web server's worker, a render thread) keeps a team
+  of n threads for its life.  Here a job's thread count is set for the job's thread alone (`set_own_threads`:
+  OpenMP's own per-thread setting, after torch's per-thread set-up), and every other thread keeps the serving
+  process's OMP_NUM_THREADS=1 (app.py sets it before torch loads: the main thread's team stays one thread too).
+- An OpenMP team lives as long as the thread that made it.  A lane that once ran 2 threads kept its helper thread
+  when the other lane took 2 threads in turn (3 threads on 2 cores: both throttled).  Each job runs on a thread
+  of its own, so its team ends with it.
+
+The lanes share the cores: a job takes the default (MIDI_BANGERS_THREADS, else every core on a machine of at most
+2, else half the cores) divided by the lanes busy (both lanes busy on 2 cores: one thread each), set when a job
+starts and again at its progress reports (`rebalance`), so a long job gives a core back while a short one runs.
 
     worker = InferenceWorker()
     scores = worker.run(engine.generate, request, progress)   # blocks the caller until done
@@ -25,6 +29,7 @@ an exception raised in the job (Cancelled from a progress report, a RequestError
 from __future__ import annotations
 
 import contextvars
+import glob
 import logging
 import os
 import queue
@@ -48,6 +53,45 @@ def default_threads() -> int:
     return cores if cores <= 2 else cores // 2
 
 
+_OPENMP: list = []  # [the OpenMP runtime torch runs on, or None], found once
+
+
+def _openmp():
+    """torch's OpenMP runtime (libgomp in PyTorch's Linux wheels) as a ctypes library, or None where torch has
+    none (another parallel backend) or it cannot be found."""
+    if not _OPENMP:
+        import ctypes
+
+        import torch
+
+        lib = None
+        if "OpenMP" in torch.__config__.parallel_info():
+            names = sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "lib*omp*.so*")))
+            for name in names + ["libgomp.so.1", "libiomp5.so"]:
+                try:
+                    lib = ctypes.CDLL(name)
+                    lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+                    break
+                except (OSError, AttributeError):
+                    lib = None
+        _OPENMP.append(lib)
+    return _OPENMP[0]
+
+
+def set_own_threads(n: int) -> None:
+    """torch's intra-op threads for the calling thread only (see the module): torch's per-thread set-up first
+    (its first parallel op in a thread applies the process default), then OpenMP's per-thread setting.  Falls
+    back to `torch.set_num_threads` where torch's OpenMP runtime is not found."""
+    import torch
+
+    lib = _openmp()
+    torch.zeros(1 << 16).exp_()  # a parallel op: torch's once-per-thread set-up happens before the setting
+    if lib is not None:
+        lib.omp_set_num_threads(int(n))
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 _BUSY = [0]  # shared workers running a job now
 _BUSY_LOCK = threading.Lock()
 
@@ -59,47 +103,45 @@ class InferenceWorker:
     def __init__(self, threads: int | None = None, name: str = "midi-bangers-inference"):
         self.fixed = threads
         self.threads = threads or default_threads()
-        self._share = self.threads  # the torch threads set in the worker's thread now
-        self.limit: int | None = None  # the running job's most threads (None: no limit); see `rebalance`
+        self._share = 0  # the torch threads set in the running job's thread (0: none yet)
+        self.name = name
+        self._job_thread: threading.Thread | None = None  # the running job's thread
         self._jobs: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def _loop(self) -> None:
-        import torch
-
-        torch.set_num_threads(self.threads)  # this thread's OpenMP setting: the one every job runs with
         while True:
             job = self._jobs.get()
             if job is None:
                 return
-            context, fn, args, future = job
-            if not future.set_running_or_notify_cancel():
+            if not job[3].set_running_or_notify_cancel():
                 continue
+            runner = threading.Thread(target=self._run_job, args=job, name=f"{self.name}-job", daemon=True)
+            runner.start()
+            runner.join()  # its OpenMP team ends with it (see the module)
+
+    def _run_job(self, context: contextvars.Context, fn: Callable[..., Any], args: tuple, future: Future) -> None:
+        self._job_thread = threading.current_thread()
+        with _BUSY_LOCK:
+            _BUSY[0] += 1
+        self._share = 0
+        self.rebalance()
+        try:
+            future.set_result(context.run(fn, *args))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller, who raises it
+            future.set_exception(e)
+        finally:
             with _BUSY_LOCK:
-                _BUSY[0] += 1
-            self.limit = None
-            self.rebalance()
-            try:
-                future.set_result(context.run(fn, *args))
-            except BaseException as e:  # noqa: BLE001 - handed to the caller, who raises it
-                future.set_exception(e)
-            finally:
-                with _BUSY_LOCK:
-                    _BUSY[0] -= 1
+                _BUSY[0] -= 1
 
-    def rebalance(self, limit: int | None = None) -> None:
-        """In this worker's thread: its torch threads re-shared with the lanes busy now, at most `limit` (kept
-        for the rest of the job; nothing to do when the share has not changed, or the thread count is fixed)."""
-        if limit is not None:
-            self.limit = limit
-        if self.fixed is None and threading.current_thread() is self._thread:
-            share = max(1, self.threads // max(1, _BUSY[0]))
-            share = min(share, self.limit) if self.limit else share
+    def rebalance(self) -> None:
+        """In the running job's thread: its torch threads re-shared with the lanes busy now (a fixed count stays);
+        nothing to do when the share has not changed."""
+        if threading.current_thread() is self._job_thread:
+            share = self.fixed or max(1, self.threads // max(1, _BUSY[0]))
             if share != self._share:
-                import torch
-
-                torch.set_num_threads(share)
+                set_own_threads(share)
                 self._share = share
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
@@ -110,7 +152,7 @@ class InferenceWorker:
 
     def run(self, fn: Callable[..., Any], *args: Any) -> Any:
         """fn(*args) on the worker thread; returns its result or raises its exception."""
-        if threading.current_thread() is self._thread:  # a job that generates again (nested): run it here
+        if threading.current_thread() is self._job_thread:  # a job that generates again (nested): run it here
             return fn(*args)
         return self.submit(fn, *args).result()
 

@@ -1,5 +1,5 @@
-"""The inference workers: jobs run on the worker's own thread with its torch thread count; the lanes' workers
-share the cores (a job takes the default divided by the lanes busy, and gives a core back at its progress
+"""The inference workers: each job runs on a thread of its own with the worker's torch thread count, set for that
+thread alone (other threads keep theirs, and its OpenMP team ends with it); the lanes' workers share the cores (a job takes the default divided by the lanes busy, and gives a core back at its progress
 reports while another lane runs); an exception in a job reaches the caller."""
 
 from __future__ import annotations
@@ -12,16 +12,37 @@ import torch
 from studio.worker import THREADS_ENV, InferenceWorker
 
 
-def test_a_job_runs_on_the_workers_thread_with_its_threads():
+def test_a_job_runs_on_a_thread_of_its_own_with_the_workers_threads():
     worker = InferenceWorker(threads=1, name="test-fixed")
     try:
         name, threads = worker.run(lambda: (threading.current_thread().name, torch.get_num_threads()))
-        assert name == "test-fixed" and threads == 1
+        assert name == "test-fixed-job" and threads == 1
+        assert worker.run(lambda: threading.current_thread()) is not worker.run(lambda: threading.current_thread())
         with pytest.raises(ValueError, match="bad job"):
             worker.run(lambda: (_ for _ in ()).throw(ValueError("bad job")))
         assert worker.run(lambda: 7) == 7  # the worker lives on after a failed job
     finally:
         worker.close()
+
+
+def _fresh_thread_threads() -> int:
+    """The torch threads a thread started now has after its first parallel op."""
+    out: list[int] = []
+    t = threading.Thread(target=lambda: (torch.zeros(1 << 16).exp_(), out.append(torch.get_num_threads())))
+    t.start(), t.join()
+    return out[0]
+
+
+def test_a_jobs_thread_count_stays_in_its_thread():
+    """torch.set_num_threads would become every later thread's count (a server thread running one big op would
+    then keep a team of that size, and the decoder's team would stop spinning): the job's count is its own."""
+    before = _fresh_thread_threads()
+    worker = InferenceWorker(threads=before + 1, name="test-own")
+    try:
+        assert worker.run(torch.get_num_threads) == before + 1
+    finally:
+        worker.close()
+    assert _fresh_thread_threads() == before
 
 
 def test_the_lanes_share_the_cores_while_both_are_busy(monkeypatch):
@@ -55,22 +76,3 @@ def test_the_lanes_share_the_cores_while_both_are_busy(monkeypatch):
     finally:
         long.close(), short.close()
     assert seen == {"long alone": 2, "short": 1, "long beside short": 1, "long alone again": 2}
-
-
-def test_a_one_variant_job_decodes_with_one_thread(monkeypatch):
-    """An edit (one variant) decodes a token at a time: the runner limits its job to SINGLE_VARIANT_THREADS;
-    the next job gets the share again."""
-    from studio.runner import SINGLE_VARIANT_THREADS
-
-    monkeypatch.setenv(THREADS_ENV, "2")
-    worker = InferenceWorker(name="test-limit")
-    try:
-        def limited() -> int:
-            worker.rebalance(SINGLE_VARIANT_THREADS)
-            worker.rebalance()  # a progress report keeps the limit
-            return torch.get_num_threads()
-
-        assert worker.run(limited) == SINGLE_VARIANT_THREADS == 1
-        assert worker.run(torch.get_num_threads) == 2
-    finally:
-        worker.close()
