@@ -133,6 +133,25 @@ def skips(n: int) -> tuple:
     return tuple(gr.skip() for _ in range(n))
 
 
+SKIP = gr.skip()  # {"__type__": "update"}: no change
+
+
+class PageBlocks(gr.Blocks):
+    """gr.Blocks with one shortcut: a streamed handler's "no news" yield (every output skipped, every POLL
+    seconds) goes to the client as it is.  Gradio would rebuild each output's component and its config for a skip
+    (about 60 ms on the event loop for /generate's 15 outputs, holding the GIL the decoder needs between ops:
+    about 12% of a request's decoding, measured with bench.page); the result is the same "no change" per output
+    (tests/page/test_handlers.py compares them)."""
+
+    async def postprocess_data(self, block_fn, predictions, state):
+        outs = block_fn.outputs
+        if (isinstance(predictions, (list, tuple)) and len(predictions) == len(outs) > 0
+                and all(p == SKIP for p in predictions) and not block_fn.is_validator_function
+                and not any(b.stateful for b in outs)):
+            return [dict(SKIP) for _ in outs]
+        return await super().postprocess_data(block_fn, predictions, state)
+
+
 def generate(studio: Studio, values: dict[str, Any], session: str | None, progress: Progress | None) -> Iterator[list]:
     """/generate: each variant as soon as it is rendered (playable), then the whole result."""
     def work(on_partial, cancelled):

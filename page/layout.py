@@ -289,7 +289,7 @@ def build_demo(studio: Studio | None = None) -> gr.Blocks:
     swept by its janitor after every request, on page load and every few seconds while the server runs)."""
     studio = studio or Studio(uploads=UploadCache())  # only files uploaded to this page are read
     view = H.engine_view(engine_names()[0])
-    with gr.Blocks(title="MIDI Bangers", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
+    with H.PageBlocks(title="MIDI Bangers", analytics_enabled=False, delete_cache=(900, 3600)) as demo:
         p, go, stop = layout(view)
         p.w["engine"].change(partial(on_engine, p), p.w["engine"], [
             p.w["engine_note"], p.w["style"], p.boxes["options"],

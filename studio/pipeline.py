@@ -39,13 +39,21 @@ GENERATING = 0.85  # the share of the progress bar generation takes; rendering t
 Reporter = Callable[[float, str], None]
 
 
+REPORT_EVERY = 0.25  # seconds: the page's progress bar is updated at most this often while its text stays the same
+
+
 def reporter(progress: Callable[[float, str], None] | None, cancelled: Callable[[], bool] | None) -> Reporter:
     """report(fraction, what): raises Cancelled once `cancelled()` is true, else passes the fraction (clamped
-    to 0..1) on to `progress`."""
+    to 0..1) on to `progress` when its text changed, it is the end, or REPORT_EVERY seconds have passed (the
+    engine reports at every note: each report is a message the server sends and the page's client parses)."""
+    last = {"what": None, "at": 0.0}
+
     def report(frac: float, what: str) -> None:
         if cancelled is not None and cancelled():
             raise Cancelled("stopped")
-        if progress is not None:
+        now = time.monotonic()
+        if progress is not None and (what != last["what"] or frac >= 1.0 or now - last["at"] >= REPORT_EVERY):
+            last.update(what=what, at=now)
             progress(min(max(frac, 0.0), 1.0), what)
     return report
 

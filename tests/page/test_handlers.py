@@ -81,3 +81,29 @@ def test_the_edit_panel_has_each_edit_field_once():
 
     names = edit_field_names()
     assert len(names) == len(set(names)) and set(names) == {f.name for e in EDITS.values() for f in e.fields}
+
+
+def test_the_pages_no_news_yield_is_what_gradio_makes_of_a_skip():
+    """PageBlocks passes an all-skip yield through without rebuilding the components: the same values gradio's own
+    postprocessing gives, for the output kinds /generate and the edit endpoints have; anything else is gradio's."""
+    import asyncio
+
+    from gradio.state_holder import SessionState
+
+    with H.PageBlocks() as demo:
+        outs = [gr.Textbox(), gr.Markdown(), gr.File(), gr.Image(type="filepath"), gr.Audio(type="filepath")]
+        btn = gr.Button()
+        btn.click(lambda: None, None, outs)
+    fn = demo.fns[0]
+    skips = H.skips(len(outs))
+
+    async def both(predictions):
+        ours = await demo.postprocess_data(fn, predictions, SessionState(demo))
+        theirs = await gr.Blocks.postprocess_data(demo, fn, predictions, SessionState(demo))
+        return ours, theirs
+
+    ours, theirs = asyncio.run(both(skips))
+    assert ours == theirs == [{"__type__": "update"}] * len(outs)
+    mixed = ("7", "**done**", *H.skips(3))
+    ours, theirs = asyncio.run(both(mixed))
+    assert ours == theirs and ours[0] == "7"

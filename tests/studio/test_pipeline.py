@@ -185,3 +185,23 @@ def test_stems_are_left_out_of_huge_requests_with_a_warning():
     assert not stems_fit([long] * 8, warnings)  # 8 x 2 x 384 s = 102 minutes
     assert warnings == ["stems left out of the zip: they would hold 102 minutes of audio (the limit is 40); ask for "
                         "fewer variants or bars to get them"]
+
+
+def test_progress_reaches_the_page_when_its_text_changes_and_at_most_every_quarter_second(monkeypatch):
+    from studio import pipeline
+
+    clock = [100.0]
+    monkeypatch.setattr(pipeline.time, "monotonic", lambda: clock[0])
+    seen: list[str] = []
+    stop = [False]
+    report = pipeline.reporter(lambda f, what: seen.append(what), lambda: stop[0])
+    for i in range(300):  # the engine reports at every note, far more often than the page needs
+        report(i / 1000, f"generating: {i // 100} of 3 bars")
+    assert seen == [f"generating: {b} of 3 bars" for b in range(3)]
+    clock[0] += pipeline.REPORT_EVERY
+    report(0.35, "generating: 2 of 3 bars")  # the same text, a quarter second later: the bar moves
+    report(1.0, "done")
+    assert seen[3:] == ["generating: 2 of 3 bars", "done"]
+    stop[0] = True
+    with pytest.raises(studio.Cancelled):
+        report(0.5, "generating: 2 of 3 bars")
