@@ -215,8 +215,8 @@ class PageView:
 def page_view(history: History) -> PageView:
     state = history.current
     n = len(state.variants) if state else 0
-    rolls = [roll_data(state.variants[i].score, state.variants[i].audio_seconds or None) if i < n else None
-             for i in range(SLOTS)]
+    rolls = [roll_data(state.variants[i].score, state.variants[i].audio_seconds or None, state.variants[i].audio_start)
+             if i < n else None for i in range(SLOTS)]
     return PageView(state is not None, n, rolls, history.can_undo, history.can_redo)
 
 

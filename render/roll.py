@@ -58,11 +58,12 @@ def pitch_range(pitches: np.ndarray) -> list[int] | None:
     return [max(0, lo - pad), min(127, hi + pad)]
 
 
-def roll_data(score: Score, audio_seconds: float | None = None) -> dict[str, Any]:
-    """A JSON-able description of `score` for the live roll.
+def roll_data(score: Score, audio_seconds: float | None = None, audio_start: float = 0.0) -> dict[str, Any]:
+    """A JSON-able description of `score` for the live roll; its audio (`audio_seconds` long) starts
+    `audio_start` seconds into the song (a preview of the bars around an edit of a long song).
 
     Keys: bpm, time_signature [num, den], step_seconds, beat_seconds, bar_seconds, n_bars, seconds (the
-    time axis: the whole bars the piece spans, or the audio when that is longer), bars (bar-line times,
+    time axis: the whole bars the piece spans, or to the audio's end when that is later), audio_start, bars (bar-line times,
     n_bars + 1 of them), beats (beat-line times between bar lines), pitch_range ([low, high] of the
     pitched parts, padded; None without pitched notes), drum_rows ([{key, name}], row 0 = lowest key,
     drawn at the bottom of the drum lane), parts ([{name, color, drums, count, notes}] in group order,
@@ -73,7 +74,7 @@ def roll_data(score: Score, audio_seconds: float | None = None) -> dict[str, Any
     beat = V.STEPS_PER_QUARTER * 4 // score.time_signature[1]
     total = max(score.length or 0, score.end_step, bar)
     n_bars = -(-total // bar)
-    seconds = max(n_bars * bar * step, float(audio_seconds or 0.0))
+    seconds = max(n_bars * bar * step, float(audio_start) + float(audio_seconds or 0.0))
 
     def sec(steps) -> list[float]:
         return np.round(np.asarray(steps, dtype=np.float64) * step, DIGITS).tolist()
@@ -102,6 +103,7 @@ def roll_data(score: Score, audio_seconds: float | None = None) -> dict[str, Any
         "bar_seconds": bar * step,
         "n_bars": int(n_bars),
         "seconds": round(seconds, DIGITS),
+        "audio_start": round(float(audio_start), DIGITS),
         "bars": sec(list(bar_lines)),
         "beats": sec(beat_lines),
         "pitch_range": pitch_range(pitched["pitch"]),

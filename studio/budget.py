@@ -65,6 +65,7 @@ class Cost:
     audio_seconds: float  # music to render, summed over tracks and variants
     seconds: float  # the estimate of the whole request here
     bars: int = 0  # bars to write (the generated span: the new bars, the infilled ones, or the whole song)
+    preview: tuple[int, int] | None = None  # bars (first, last) the audio previews play; None: the whole piece
 
     @property
     def short(self) -> bool:
@@ -73,6 +74,25 @@ class Cost:
     def describe(self) -> str:
         return (f"about {self.seconds:.0f} s: {self.steps:,} decoding steps, {self.kept_notes:,} notes of the upload "
                 f"to keep in place, {self.audio_seconds / 60:.1f} minutes of audio to render")
+
+
+PREVIEW_WHOLE_BARS = 32  # a piece of up to this many bars is previewed whole
+PREVIEW_LEAD_BARS = 4  # bars before an edited span that its preview plays (how the song comes into it)
+PREVIEW_TAIL_BARS = 2  # bars after it (how it leads on)
+
+
+def preview_bars(plan) -> tuple[int, int] | None:
+    """(first, last) bars, 1-based, of the audio preview of a request that writes a span of a longer piece (a
+    continuation, an infill): the span with PREVIEW_LEAD_BARS before and PREVIEW_TAIL_BARS after it.  None: the
+    whole piece (a new piece, one of up to PREVIEW_WHOLE_BARS, or an edit of every bar: an added part).  The
+    MIDI and the roll hold the whole song either way; rendering all 8.7 minutes of a 227-bar song took 24 s."""
+    bar = plan.bar_steps
+    total = -(-plan.limit // bar)
+    if total <= PREVIEW_WHOLE_BARS or plan.min_time <= 0:
+        return None
+    first = max(1, plan.min_time // bar + 1 - PREVIEW_LEAD_BARS)
+    last = min(total, -(-plan.new_end // bar) + PREVIEW_TAIL_BARS)
+    return None if last - first + 1 > total - PREVIEW_LEAD_BARS else (first, last)
 
 
 def steps_per_second(batch: int) -> float:
@@ -104,16 +124,18 @@ def estimate(request: GenerationRequest) -> Cost:
     else:  # the notes of the prompt that sound into the generated span cost a little every step
         step_seconds = 1.0 / rate + SECONDS_PER_STEP_PER_KEPT_NOTE * (len(plan.sounding()) + min(len(plan.context), 256))
     generation = steps * step_seconds + forced * FORCED_TOKEN_SECONDS
-    seconds_of_music = plan.limit / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
+    preview = preview_bars(plan)
+    previewed = plan.limit if preview is None else (preview[1] - preview[0] + 1) * bar
+    seconds_of_music = previewed / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
     tracks = len(set(plan.allowed) | {int(g) for g in plan.kept["group"]} | {int(g) for g in plan.context["group"]})
     mix = seconds_of_music * request.variants
     stems = mix * max(tracks, 1)
-    stems = stems if stems <= STEMS_MAX_SECONDS else 0.0
+    stems = stems if stems <= STEMS_MAX_SECONDS and preview is None else 0.0
     audio = mix + stems
     seconds = OVERHEAD_SECONDS + generation + mix * MIX_SECONDS_PER_SECOND + stems * RENDER_SECONDS_PER_TRACK_SECOND
     if getattr(request, "loop", False):
         seconds += request.variants * (LOOP_SECONDS_PER_VARIANT + LOOP_SECONDS_PER_BAR * plan.limit / bar)
-    return Cost(steps, 3 * len(plan.context), kept, audio, seconds, plan.span_bars)
+    return Cost(steps, 3 * len(plan.context), kept, audio, seconds, plan.span_bars, preview)
 
 
 def check(cost: Cost) -> None:

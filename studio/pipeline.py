@@ -113,7 +113,7 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
                                   prepared.seed_was_random, request, eng.name, stats, time.perf_counter() - t0,
                                   list(warnings), getattr(eng, "prompt_use", "continuing"), eng.controls, action))
 
-        variants, warnings = render_all(scores, request, out, report, partial)
+        variants, warnings = render_all(scores, request, out, report, partial, cost.preview)
         variants = [finish(v) for v in variants]
         zip_path = write_zip(variants, out, request.seed)
         render_seconds = time.perf_counter() - t0
@@ -123,14 +123,16 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
 
 
 def render_all(scores: list[Score], request: GenerationRequest, out: Path, report: Reporter,
-               on_done: Callable[[list[Variant], list[str]], None] | None = None) -> tuple[list[Variant], list[str]]:
+               on_done: Callable[[list[Variant], list[str]], None] | None = None,
+               preview: tuple[int, int] | None = None) -> tuple[list[Variant], list[str]]:
     """(a Variant per score with its files in `out`, in order; warnings).  FluidSynth and lame run as
     subprocesses, the pictures on matplotlib's thread-safe Agg canvas: the variants render side by side, and
-    `on_done(the variants ready so far, warnings)` is called as each one is."""
+    `on_done(the variants ready so far, warnings)` is called as each one is.  `preview`: the bars the audio
+    plays (budget.preview_bars; no stems then), None: the whole piece."""
     warnings: list[str] = []
     with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
-        stems = stems_fit(scores, warnings)
-        futures = {pool.submit(render_variant, i, score, request, out, warnings, stems): i - 1
+        stems = preview is None and stems_fit(scores, warnings)
+        futures = {pool.submit(render_variant, i, score, request, out, warnings, stems, preview): i - 1
                    for i, score in enumerate(scores, 1)}
         done: list[Variant] = []
         for f in as_completed(futures):
@@ -153,21 +155,24 @@ def stems_fit(scores: list[Score], warnings: list[str]) -> bool:
 
 
 def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, warnings: list[str],
-                   stems: bool = True) -> Variant:
-    """MIDI, piano roll and MP3 (and with `stems` the per-track files) of one variant; a preview that cannot
-    be made is a warning, not a failure."""
+                   stems: bool = True, preview: tuple[int, int] | None = None) -> Variant:
+    """MIDI, piano roll and MP3 (and with `stems` the per-track files) of one variant, the MP3 of bars `preview`
+    (first, last) only when given; a preview that cannot be made is a warning, not a failure."""
     stem = f"midi-bangers-{request.seed}-v{i}"
     midi_path = write_midi(score, out / f"{stem}.mid")
     bars = -(-max(score.length or 0, score.end_step) // score.bar_steps)
     png = draw_pianoroll(score, out / f"{stem}.png",
                          title=f"variant {i} · {bars} bars · {score.bpm:g} BPM · {len(score.notes)} notes")
     try:
-        r, tracks = render_preview(score, out, stem, stems=stems)
+        if preview is not None:  # the variant's own end: a continuation may ring past the planned bars
+            preview = (preview[0], max(preview[0], min(preview[1], -(-score.span_steps // score.bar_steps))))
+        clip = score if preview is None else score.window(*preview)
+        r, tracks = render_preview(clip, out, stem, stems=stems and preview is None)
     except RenderError as e:
         if str(e) not in warnings:
             warnings.append(str(e))
         return Variant(i, score, midi_path, png, None, str(e))
-    return Variant(i, score, midi_path, png, r.path, None, r.seconds, stems=tracks)
+    return Variant(i, score, midi_path, png, r.path, None, r.seconds, stems=tracks, preview_bars=preview)
 
 
 def restore(state: Result, store: OutputStore) -> Result:
@@ -182,7 +187,7 @@ def restore(state: Result, store: OutputStore) -> Result:
             if all(p.exists() for p in v.files()):
                 variants.append(v)
                 continue
-            nv = render_variant(v.index, v.score, state.request, out, warnings, bool(v.stems))
+            nv = render_variant(v.index, v.score, state.request, out, warnings, bool(v.stems), v.preview_bars)
             variants.append(replace(nv, recipe=v.recipe, result_index=v.result_index, adherence=v.adherence,
                                     missing=v.missing))
         with ExitStack() as stack:

@@ -41,6 +41,14 @@ class Variant:
     adherence: dict = field(default_factory=dict)  # model.adherence figures for its request
     missing: str | None = None  # a requested part this variant does not play, and why, in words
     stems: list[Stem] = field(default_factory=list)  # per track: audio (FLAC, the mix's gain) and MIDI
+    preview_bars: tuple[int, int] | None = None  # the bars (first, last) the MP3 plays; None: all of them
+
+    @property
+    def audio_start(self) -> float:
+        """Seconds into the song where the MP3 starts (0 for a preview of the whole song)."""
+        s = self.score
+        first = self.preview_bars[0] if self.preview_bars else 1
+        return (first - 1) * s.bar_steps / V.STEPS_PER_QUARTER * 60.0 / s.bpm
 
     @property
     def bars(self) -> int:
@@ -136,7 +144,9 @@ class Result:
         fit = adherence_text(v.adherence)
         return (f"- variant {v.index}: {v.bars} bars{style}, {len(v.score.notes)} notes ({per})"
                 + (f" · {fit}" if fit else "") + (f" — ⚠️ {v.missing}" if v.missing else "")
-                + (f" — {v.preview_error}" if v.preview_error else ""))
+                + (f" — {v.preview_error}" if v.preview_error else "")
+                + (f" · the preview plays bars {v.preview_bars[0]}-{v.preview_bars[1]} (the edit and the bars around "
+                   f"it; the MIDI holds the whole song)" if v.preview_bars and v.mp3 else ""))
 
 
 def adherence_text(fig: dict) -> str:

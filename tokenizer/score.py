@@ -165,6 +165,21 @@ class Score:
                      drum_kit=self.drum_kit)
 
 
+    def window(self, first_bar: int, last_bar: int) -> "Score":
+        """Bars first_bar..last_bar (1-based, inclusive) as a score of their own, starting at the first bar's line:
+        the notes that sound in them, each ringing as in the song; a note held into the first bar starts there,
+        with what is left of it (rounded down to a duration level)."""
+        lo, hi = (first_bar - 1) * self.bar_steps, last_bar * self.bar_steps
+        n = self.notes
+        part = n[(n["onset"] < hi) & (n["onset"] + n["duration"] > lo)].copy()
+        held = part["onset"] < lo
+        levels = np.asarray(V.DURATION_LEVELS)
+        room = part["onset"][held].astype(np.int64) + part["duration"][held] - lo
+        part["duration"][held] = levels[np.maximum(np.searchsorted(levels, room, side="right") - 1, 0)]
+        part["onset"] = np.maximum(part["onset"].astype(np.int64) - lo, 0)
+        return Score(part, self.bpm, self.time_signature, self.style, length=hi - lo, drum_kit=self.drum_kit)
+
+
 def meter_problem(bpm, time_signature) -> str | None:
     """Why a tempo (BPM) and time signature (numerator, denominator) cannot be a score's, or None."""
     try:

@@ -243,7 +243,7 @@
     tick() {
       const m = this.media;
       if (!m || !this.data || !this.width) { this.head.style.display = "none"; return false; }
-      const t = m.currentTime || 0;
+      const t = (this.data.audio_start || 0) + (m.currentTime || 0); // the song's time (the audio may start later)
       const x = Math.max(0, Math.min(this.width, (t / this.data.seconds) * this.width));
       const playing = !m.paused && !m.ended;
       if (playing && this.width > this.viewW) { // keep the playhead in the box
@@ -279,7 +279,7 @@
       const m = this.media;
       if (!m || !this.data) return;
       const r = this.stage.getBoundingClientRect();
-      let t = Math.max(0, ((clientX - r.left) / r.width) * this.data.seconds);
+      let t = Math.max(0, ((clientX - r.left) / r.width) * this.data.seconds - (this.data.audio_start || 0));
       if (isFinite(m.duration)) t = Math.min(t, m.duration);
       m.currentTime = t;
       wake();

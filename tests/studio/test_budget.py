@@ -67,3 +67,19 @@ def test_loop_mode_costs_more_than_the_same_piece_without_it():
     loop = GenerationRequest(groups=("piano", "bass"), drums=True, bars=8, variants=2, loop=True).validate()
     extra = B.estimate(loop).seconds - B.estimate(plain).seconds
     assert extra == pytest.approx(2 * (B.LOOP_SECONDS_PER_VARIANT + 8 * B.LOOP_SECONDS_PER_BAR))
+
+
+def test_an_edit_of_a_span_of_a_long_song_previews_that_span_with_bars_around_it(checkpoint_root):
+    """Continue and infill on a 100-bar song preview the edited bars with 4 before and 2 after (the MIDI keeps
+    the whole song); an added part changes every bar and a short song is short: both previewed whole."""
+    song = dense_song(notes=800, bars=100, tracks=3)
+    cont = B.estimate(edit_request("continue", song, {"bars": 4, "seed": 1}).request)
+    assert cont.preview == (97, 104)
+    infill = B.estimate(edit_request("infill", song, {"first_bar": 50, "last_bar": 53, "seed": 1}).request)
+    assert infill.preview == (46, 55)
+    whole = B.estimate(edit_request("add_part", song, {"part": "strings", "seed": 1}).request)
+    assert whole.preview is None
+    short = B.estimate(edit_request("continue", dense_song(notes=200, bars=20, tracks=3), {"bars": 4, "seed": 1}).request)
+    assert short.preview is None
+    # the budget counts the audio of the window: 10 of 104 bars, no stems
+    assert infill.audio_seconds < whole.audio_seconds / 8

@@ -130,3 +130,22 @@ def test_an_uploaded_song_is_edited_whole_and_its_copy_lives_beside_the_variant(
         st.edit_upload("add_part", {"part": "strings"})
     with pytest.raises(RequestError, match="^MIDI file: the upload is no longer on the server"):
         st.edit_upload("continue", {"midi": str(upload)})
+
+
+def test_continuing_a_long_song_previews_the_new_bars_and_the_bars_before(make_studio, tmp_path):
+    """The MIDI holds the whole song; the MP3 plays the edit with 4 bars before it, and the roll's playhead starts
+    where the MP3 does."""
+    from bench.fair import dense_song
+    from render.roll import roll_data
+
+    song = dense_song(notes=600, bars=40, tracks=3)
+    upload = write_midi(song, tmp_path / "long.mid")
+    res = make_studio().edit_upload("continue", {"midi": str(upload), "bars": 2, "seed": "3"})
+    v = res.variants[0]
+    assert v.bars >= 42 and rows(load_midi(upload)) <= rows(v.score)
+    assert v.preview_bars == (37, 42) and v.stems == []
+    bar_seconds = song.bar_steps / V.STEPS_PER_QUARTER * 60.0 / song.bpm
+    assert 6 * bar_seconds <= v.audio_seconds <= 6 * bar_seconds + 3.0  # the window and its release
+    assert abs(v.audio_start - 36 * bar_seconds) < 1e-6
+    assert roll_data(v.score, v.audio_seconds, v.audio_start)["audio_start"] == round(v.audio_start, 4)
+    assert "the preview plays bars 37-42" in res.summary

@@ -113,6 +113,23 @@ def test_drum_kit_kept_by_first_bars_and_checked():
             Score(drum_kit=bad)
 
 
+def test_a_window_of_bars_starts_at_its_first_bar_line(midi_paths):
+    bar = V.STEPS_PER_BAR
+    # a note held from bar 1 into bar 3, notes in bars 2-4, one in bar 6
+    notes = make_notes([0, bar + 4, 2 * bar, 3 * bar + 8, 5 * bar], [3 * bar, 8, 4, 16, 4], [3] * 5,
+                       [V.GROUPS.index("piano")] * 5, [48, 60, 62, 64, 67])
+    song = Score(notes, 97.0, (4, 4), drum_kit=V.DRUM_KITS["tr-808"])
+    w = song.window(3, 4)
+    assert w.length == 2 * bar and (w.bpm, w.time_signature, w.drum_kit) == (97.0, (4, 4), song.drum_kit)
+    assert w.notes["pitch"].tolist() == [48, 62, 64]
+    assert w.notes["onset"].tolist() == [0, 0, bar + 8]
+    assert w.notes["duration"][0] <= bar and w.notes["duration"][0] in V.DURATION_LEVELS  # what is left of it
+    assert w.notes["duration"][1:].tolist() == [4, 16]
+    waltz = load_midi(midi_paths["waltz_3_4"])
+    whole = waltz.window(1, waltz.bars)
+    assert whole.notes.tolist() == waltz.notes.tolist() and whole.length == waltz.bars * waltz.bar_steps
+
+
 def _file(tracks, tpq=480) -> bytes:
     mf = mido.MidiFile(type=1, ticks_per_beat=tpq)
     for msgs in tracks:
