@@ -548,51 +548,88 @@ def from_symusic(sym, style: str | None = None, bpm: float | None = None,
 
 
 # ---- MIDI out (DAW-clean) -------------------------------------------------------------------
-def to_midi_file(score: Score, tpq: int = OUTPUT_TPQ) -> mido.MidiFile:
-    """Type 1: a conductor track (name, tempo, time signature), then one named track per group
-    with a program change (the drum track's is the score's drum kit); drums on channel 10; note-offs
-    before note-ons at the same tick.
-    Every delta time is at most MAX_DELTA (a Score's notes and length end by MAX_STEPS + 16 bars)."""
+def _put_vlq(data: bytearray, value: int) -> None:
+    """Append a MIDI variable-length quantity."""
+    if value < 0x80:
+        data.append(value)
+        return
+    groups = [value & 0x7F]
+    value >>= 7
+    while value:
+        groups.append(0x80 | (value & 0x7F))
+        value >>= 7
+    data.extend(reversed(groups))
+
+
+def _chunk(kind: bytes, data: bytes | bytearray) -> bytes:
+    return kind + len(data).to_bytes(4, "big") + bytes(data)
+
+
+def _group_track(score: Score, g: int, channel: int, ticks: int, total: int) -> bytes:
+    """One group's track chunk: its name, program change, then its notes (note-offs before note-ons at the same
+    tick, running status as mido writes it), ended at `total` ticks."""
+    name = V.GROUPS[g]
+    n = score.notes[score.notes["group"] == g]
+    on = n["onset"].astype(np.int64) * ticks
+    off = (n["onset"].astype(np.int64) + n["duration"]) * ticks
+    pitch = n["pitch"].astype(np.int64)
+    vel = (n["velocity"].astype(np.int64) + 1) * V.VELOCITY_STEP  # vocab.level_velocity
+    tick = np.concatenate([off, on])
+    kind = np.concatenate([np.zeros(len(n), np.int64), np.ones(len(n), np.int64)])  # 0 = note-off first
+    key = np.concatenate([pitch, pitch])
+    level = np.concatenate([np.zeros(len(n), np.int64), vel])
+    order = np.lexsort((level, key, kind, tick))  # sorted as (tick, kind, pitch, velocity) tuples sort
+    program = score.drum_kit if g == V.DRUM_GROUP else V.GROUP_PROGRAM[name]
+    data = bytearray()
+    for msg in (mido.MetaMessage("track_name", name=name.title()),):
+        data += b"\0" + bytes(msg.bytes())
+    data += bytes((0, 0xC0 | channel, program))
+    running, now = 0xC0 | channel, 0
+    statuses = (0x80 | channel, 0x90 | channel)
+    for t, k, p, v in zip(tick[order].tolist(), kind[order].tolist(), key[order].tolist(), level[order].tolist()):
+        _put_vlq(data, t - now)
+        now = t
+        if statuses[k] != running:
+            running = statuses[k]
+            data.append(running)
+        data.append(p)
+        data.append(v)
+    _put_vlq(data, max(total - now, 0))
+    data += bytes(mido.MetaMessage("end_of_track").bytes())
+    return _chunk(b"MTrk", data)
+
+
+def to_midi_bytes(score: Score, tpq: int = OUTPUT_TPQ) -> bytes:
+    """A type 1 MIDI file: a conductor track (name, tempo, time signature), then one named track per group
+    with a program change (the drum track's is the score's drum kit); drums on channel 10; note-offs (note-on
+    events in mido's reading) before note-ons at the same tick.  Every delta time is at most MAX_DELTA (a
+    Score's notes and length end by MAX_STEPS + 16 bars).  Written directly (20,000 notes in well under a
+    tenth of a second; through mido's message objects it took 0.7 s), byte for byte as mido writes it."""
     ticks = tpq // V.STEPS_PER_QUARTER
     total = max(score.end_step, score.length or 0) * ticks
     if total > MAX_DELTA:
         raise ValueError(f"a score lasting {total:,} ticks cannot be written at {tpq} ticks per quarter note")
-    mf = mido.MidiFile(type=1, ticks_per_beat=tpq)
-    meta = mido.MidiTrack()
-    meta.append(mido.MetaMessage("track_name", name="MIDI Bangers", time=0))
-    meta.append(mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(score.bpm), time=0))
     num, den = score.time_signature
-    meta.append(mido.MetaMessage("time_signature", numerator=num, denominator=den, time=0))
-    meta.append(mido.MetaMessage("end_of_track", time=total))
-    mf.tracks.append(meta)
+    meta = bytearray()
+    for msg in (mido.MetaMessage("track_name", name="MIDI Bangers"),
+                mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(score.bpm)),
+                mido.MetaMessage("time_signature", numerator=num, denominator=den)):
+        meta += b"\0" + bytes(msg.bytes())
+    _put_vlq(meta, total)
+    meta += bytes(mido.MetaMessage("end_of_track").bytes())
     channels = [c for c in range(16) if c != V.DRUM_CHANNEL]
-    for i, g in enumerate(score.groups):
-        name = V.GROUPS[g]
-        ch = V.DRUM_CHANNEL if g == V.DRUM_GROUP else channels[i % len(channels)]
-        n = score.notes[score.notes["group"] == g]
-        events = []  # (tick, order, message); order 0 = note-off first
-        for on, dur, vel, pitch in zip(n["onset"], n["duration"], n["velocity"], n["pitch"]):
-            events.append((int(on) * ticks, 1, int(pitch), V.level_velocity(int(vel))))
-            events.append((int(on + dur) * ticks, 0, int(pitch), 0))
-        events.sort()
-        tr = mido.MidiTrack()
-        tr.append(mido.MetaMessage("track_name", name=name.title(), time=0))
-        program = score.drum_kit if g == V.DRUM_GROUP else V.GROUP_PROGRAM[name]
-        tr.append(mido.Message("program_change", channel=ch, program=program, time=0))
-        now = 0
-        for tick, kind, pitch, vel in events:
-            msg = "note_on" if kind else "note_off"
-            tr.append(mido.Message(msg, channel=ch, note=pitch, velocity=vel if kind else 0, time=tick - now))
-            now = tick
-        tr.append(mido.MetaMessage("end_of_track", time=max(total - now, 0)))
-        mf.tracks.append(tr)
-    return mf
+    groups = score.groups
+    tracks = [_chunk(b"MTrk", meta)]
+    for i, g in enumerate(groups):
+        tracks.append(_group_track(score, g, V.DRUM_CHANNEL if g == V.DRUM_GROUP else channels[i % len(channels)],
+                                   ticks, total))
+    header = _chunk(b"MThd", (1).to_bytes(2, "big") + len(tracks).to_bytes(2, "big") + tpq.to_bytes(2, "big"))
+    return header + b"".join(tracks)
 
 
-def to_midi_bytes(score: Score) -> bytes:
-    buf = io.BytesIO()
-    to_midi_file(score).save(file=buf)
-    return buf.getvalue()
+def to_midi_file(score: Score, tpq: int = OUTPUT_TPQ) -> mido.MidiFile:
+    """`to_midi_bytes` read back by mido (the stems' sequencing edits its tracks)."""
+    return mido.MidiFile(file=io.BytesIO(to_midi_bytes(score, tpq)))
 
 
 def write_midi(score: Score, path: str | os.PathLike) -> Path:

@@ -19,6 +19,14 @@ def written(request, midi_paths):
     return score, to_midi_bytes(score)
 
 
+def test_the_file_is_byte_for_byte_what_mido_writes_for_its_messages(written):
+    """to_midi_bytes writes the bytes itself (fast); mido, reading them and writing them again, changes nothing."""
+    _, data = written
+    again = io.BytesIO()
+    mido.MidiFile(file=io.BytesIO(data)).save(file=again)
+    assert again.getvalue() == data
+
+
 def test_mido_structure(written):
     score, data = written
     mf = mido.MidiFile(file=io.BytesIO(data))
