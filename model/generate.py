@@ -35,7 +35,7 @@ from tokenizer import vocab as V
 from .adherence import adherence
 from .edits import EDITS
 from .engine import get_engine
-from .request import MAX_BARS, GenerationRequest
+from .request import MAX_PROMPT_BARS, GenerationRequest
 from .session import read_session
 
 
@@ -124,8 +124,8 @@ def main(argv=None) -> int:
         engine = get_engine(args.engine, args.checkpoint)
         prompt = None
         if args.prompt:
-            if not 1 <= args.prompt_bars <= MAX_BARS:
-                raise ValueError(f"--prompt-bars must be 1 to {MAX_BARS}")
+            if not 1 <= args.prompt_bars <= MAX_PROMPT_BARS:
+                raise ValueError(f"--prompt-bars must be 1 to {MAX_PROMPT_BARS}")
             prompt = load_midi(args.prompt).first_bars(args.prompt_bars)
         extra = engine_options(args, engine)
         seed = args.seed if args.seed is not None else int.from_bytes(__import__("os").urandom(4), "little")

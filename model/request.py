@@ -24,7 +24,8 @@ from .edits import EDITS, Edit, check_edit, edit_of  # noqa: F401 (EDITS re-expo
 from .fields import LABELS, RequestError, real_number, shown, whole_number  # noqa: F401 (re-exported)
 
 # Limits shared by the page, the CLI and the API.
-MAX_BARS = 64
+MAX_BARS = 64  # bars one request writes
+MAX_PROMPT_BARS = 1024  # bars of an upload a request reads (whole songs; the budget refuses what would take too long)
 MAX_VARIANTS = 8
 MIN_BPM, MAX_BPM = 40, 240
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.1, 2.0

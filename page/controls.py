@@ -86,7 +86,7 @@ _ROWS = (
     Control("midi", gr.File, "a .mid file to continue (transformer), restyle (style-vae) or start from (vae-nn, "
             "cnn); or None.", area="upload", note="(.mid)", options=_MIDI, needs="prompt", labelled_as="prompt"),
     Control("prompt_bars", gr.Slider, "how many bars of that file to use.", area="upload",
-            options={"minimum": 1, "maximum": R.MAX_BARS, "step": 1}),
+            options={"minimum": 1, "maximum": R.MAX_PROMPT_BARS, "step": 1}),
     Control("noise_sd", gr.Slider, "vae-nn only: latent noise (variation).", area="options",
             options={"minimum": 0.0, "maximum": R.MAX_NOISE_SD, "step": 0.05}, needs="noise_sd"),
     Control("alpha", gr.Slider, "vae-nn only: pull towards the reference song, 0 to 1.", area="options",

@@ -185,8 +185,6 @@ def keep(studio: Studio, session: str | None, index: int) -> tuple[str, int]:
     except Exception as e:
         raise error(e) from None
     gr.Info(f"Variant {index} is the new starting point: Generate continues it.")
-    if kept.note:
-        gr.Warning(kept.note)
     return str(kept.midi), kept.bars
 
 

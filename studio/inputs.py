@@ -26,8 +26,8 @@ from model.edits import EDITS, Edit, EditField, get_edit
 from model.engine import engine_names, get_engine
 from model.request import (
     LABELS,
-    MAX_BARS,
     MAX_BPM,
+    MAX_PROMPT_BARS,
     MIN_BPM,
     SEED_LIMIT,
     GenerationRequest,
@@ -218,7 +218,7 @@ def generate_request(values: Mapping[str, Any]) -> Prepared:
     prompt_path = file_path(v["midi"], "prompt")
     prompt = None
     if prompt_path is not None:
-        n_bars = whole_number(to_number(v["prompt_bars"]), "prompt_bars", 1, MAX_BARS)
+        n_bars = whole_number(to_number(v["prompt_bars"]), "prompt_bars", 1, MAX_PROMPT_BARS)
         prompt = load_upload(prompt_path, "prompt").first_bars(n_bars)
     extra = engine_options(engine, v["noise_sd"], v["alpha"], v["reference"], v["reference_midi"])
     request = served(engine, GenerationRequest(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from model.edits import get_edit
-from model.request import LABELS, MAX_BARS, RequestError, whole_number
+from model.request import LABELS, RequestError, whole_number
 
 from .archive import write_zip
 from .history import CancelFlags, History, Sessions
@@ -32,11 +32,9 @@ Cancel = Callable[[], bool]
 
 @dataclass(frozen=True)
 class Keep:
-    """A variant kept as the start of the next generation: its MIDI, the bars to continue, and a note when
-    it is longer than Generate continues."""
+    """A variant kept as the start of the next generation: its MIDI and the bars to continue (all of them)."""
     midi: Path
     bars: int
-    note: str | None = None
 
 
 class Studio:
@@ -136,7 +134,7 @@ class Studio:
 
     def keep(self, session: str | None, index: Any) -> Keep:
         """Variant `index` (1-based) of the current page state as the start of the next generation: its MIDI
-        and bars (Generate continues at most MAX_BARS of it; `note` says so when it is longer)."""
+        and bars (all of them: Generate continues the whole variant)."""
         history = self.sessions.get(session)
         state = history.current
         n = to_number(index)
@@ -145,9 +143,7 @@ class Studio:
         state = restore(state, self.store)
         history.replace(state)
         v: Variant = state.variants[n - 1]
-        note = (f"Variant {n} has {v.bars} bars: Generate continues its first {MAX_BARS}."
-                if v.bars > MAX_BARS else None)
-        return Keep(v.midi, min(v.bars, MAX_BARS), note)
+        return Keep(v.midi, v.bars)
 
     def stop(self, session: str | None) -> None:
         """Stop the session's running generation or edit (it raises Cancelled at its next progress report)."""

@@ -187,7 +187,7 @@ def test_controls_an_engine_lacks_are_reset_not_reported():
 def test_prompt_bars_and_upload_messages(checkpoint_root, tmp_path):
     if not OPENMSX:
         pytest.skip("openttd-openmsx MIDI files are not installed")
-    with pytest.raises(RequestError, match=r"^Use the first N bars must be a whole number from 1 to 64 \(got 0\)"):
+    with pytest.raises(RequestError, match=r"^Use the first N bars must be a whole number from 1 to 1024 \(got 0\)"):
         build(midi=str(OPENMSX[0]), prompt_bars=0)
     junk = tmp_path / "junk.mid"
     junk.write_bytes(b"not midi")

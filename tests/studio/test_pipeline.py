@@ -98,6 +98,19 @@ def test_summary_of_a_continuation_counts_prompt_and_new_bars_at_the_uploads_tem
     assert "- variant 1: 6 bars" in res.summary
 
 
+def test_generate_continues_every_bar_of_a_long_upload(make_studio, tmp_path):
+    """"Use the first N bars" goes past the 64 bars a request writes: a 90-bar song is continued whole."""
+    from bench.fair import dense_song
+    from tokenizer import load_midi, write_midi
+
+    path = write_midi(dense_song(notes=500, bars=90, tracks=2), tmp_path / "long.mid")
+    res = make_studio().generate({**SMALL, "midi": str(path), "prompt_bars": 90})
+    assert "90 prompt bars + 2 new bars" in res.summary, res.summary
+    v = res.variants[0]
+    assert v.bars == 92 and len(v.score.notes) > len(load_midi(path).notes) - 5
+    assert v.preview_bars == (87, 92)  # the new bars with 4 before
+
+
 def test_summary_counts_the_engines_own_unit(make_studio):
     res = make_studio().generate({**SMALL, "engine": "multi-rnn", "bars": 1})
     assert "frames/s" in res.summary and "tokens/s" not in res.summary
