@@ -18,7 +18,7 @@ import numbers
 import os
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -258,7 +258,8 @@ def edit_request(kind: str, song: Score, values: Mapping[str, Any]) -> Prepared:
     `EDIT_COMMON` by name: one variant at the song's tempo, metre and groups."""
     edit = get_edit(kind)
     own, v = edit_fields(edit, values)
-    cut = song.first_bars(song.bars)
+    # the whole song over its bars; its last notes ring on as they do in the file (past the last bar line)
+    cut = replace(song, length=song.bars * song.bar_steps) if not song.length else song.first_bars(song.bars)
     engine = pick_engine(v["engine"])
     seed, was_random = parse_seed(v["seed"])
     pitched = tuple(V.GROUPS[g] for g in cut.groups if g != V.DRUM_GROUP)

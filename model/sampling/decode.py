@@ -133,13 +133,16 @@ def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: Sampli
 
 def _scores(req, plan: Plan, grammar: Grammar, buf: torch.Tensor, n_context: int, n: int,
             start_time: int) -> list[Score]:
-    """Each variant's sampled body decoded after the context, with the tail, cut at the piece's end."""
+    """Each variant's sampled body decoded after the context, with the tail, cut at the piece's end (or where
+    the edited song's own last note ends, when that rings past it: an upload keeps its final ring)."""
     scores = []
+    song = np.concatenate([plan.context, plan.kept, plan.tail])
+    ring = int((song["onset"] + song["duration"]).max()) if len(song) else 0
     for b in range(buf.shape[0]):
         end = int(grammar.end_len[b]) if grammar.end_len[b] >= 0 else (n - n_context) // 3 * 3
         cont = buf[b, n_context: n_context + end].cpu().numpy()
         notes, _ = decode_notes(cont, start_step=start_time)
-        notes = cut_at(np.concatenate([plan.context, notes, plan.tail]), plan.limit)
+        notes = cut_at(np.concatenate([plan.context, notes, plan.tail]), max(plan.limit, ring))
         scores.append(Score(notes, bpm=plan.bpm, time_signature=plan.time_signature, style=req.style,
                             length=plan.limit))
     return scores

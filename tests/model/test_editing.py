@@ -352,6 +352,22 @@ def test_whole_song_edits_past_64_bars(tiny_engine, seed):
     assert np.any(s.notes["onset"] >= song.length)
 
 
+@pytest.mark.parametrize("seed", range(2))
+def test_a_songs_final_ring_past_its_last_bar_line_is_kept(tiny_engine, seed):
+    """An upload's last chord held past its last bar line comes back whole from every edit (the new notes still
+    end by the piece's end or by the song's own last note)."""
+    song = whole_song(8)
+    bar = song.bar_steps
+    ring = T.make_notes([8 * bar - 8] * 2, [2 * bar] * 2, [4] * 2, [V.GROUPS.index("piano")] * 2, [48, 55])
+    song = T.Score(np.concatenate([song.notes, ring]), bpm=song.bpm, time_signature=song.time_signature,
+                   length=song.length)
+    for kw in (dict(edit="add_part", part="guitar"), dict(edit="infill", infill_bars=(3, 4)),
+               dict(edit="continue", bars=1)):
+        (s,) = tiny_engine.generate(GenerationRequest(seed=seed, prompt=song, **kw))
+        assert set(rows(ring)) <= set(rows(s.notes)), kw
+        assert int((s.notes["onset"] + s.notes["duration"]).max()) <= max(s.length, 8 * bar - 8 + 2 * bar)
+
+
 @pytest.mark.parametrize("edit", [dict(edit="add_part", part="guitar"), dict(edit="regenerate_part", part="bass")])
 def test_kept_notes_are_fed_in_runs_with_the_same_music(tiny_engine, monkeypatch, edit):
     """The tokens the grammar forces (kept notes) are fed with the next sampled token in one decoder call: fewer
