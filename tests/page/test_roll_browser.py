@@ -97,6 +97,9 @@ def roll_page(tmp_path_factory):
         roll.select(on_select, None, bars)
         swap.click(lambda: roll_data(waltz()), None, roll)
         gr.Button("long", elem_id="long").click(lambda: roll_data(long_song()), None, roll)
+        # the preview of an edit of a 40-bar song: the MP3 plays from bar 30 (58 s in)
+        gr.Button("window", elem_id="window").click(
+            lambda: roll_data(long_song(40), mp3.seconds, audio_start=58.0), None, roll)
     port = _free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, ssr_mode=False)
     try:
@@ -224,3 +227,32 @@ def test_a_long_song_scrolls_sideways_and_its_bars_can_be_selected(roll_page, br
     ActionChains(browser).move_to_element_with_offset(box, int(x120 - centre), 10).click_and_hold() \
         .move_by_offset(int((x123 - x120) / 2), 0).move_by_offset(int((x123 - x120) / 2), 0).release().perform()
     assert _selected(browser) == "120-123"
+
+
+def test_a_preview_of_the_bars_around_an_edit_moves_the_playhead_from_its_first_bar(roll_page, browser):
+    """An edit of a long song previews bars 30 on: with the MP3 at its start the playhead stands at bar 30, it
+    follows the MP3 from there, and a click on bar 31 seeks the MP3 to that bar's time within it."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, _, _ = roll_page
+    browser.get(url)
+    wait = WebDriverWait(browser, 60)
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#live-roll .mb-legend").text)
+    media = wait.until(lambda d: d.execute_script(FIND_MEDIA, "audio-1"))
+    wait.until(lambda d: d.execute_script("return arguments[0].readyState >= 1 && arguments[0].duration > 0", media))
+    browser.find_element(By.ID, "window").click()
+    wait.until(lambda d: "40 bars" in d.find_element(By.CSS_SELECTOR, "#live-roll .mb-legend").text)
+    width, seconds = browser.execute_script(ROLL + "return [r.width, r.data.seconds];")
+    assert seconds == pytest.approx(80.0)  # 40 bars of 2 s
+    browser.execute_script(ROLL + "r.scroll.scrollLeft = 58 / 80 * r.width - 40; arguments[0].currentTime = 0;", media)
+    wait.until(lambda d: abs(_head_x(d) - 58 / 80 * width) < 3)
+    browser.execute_script("arguments[0].currentTime = 2;", media)
+    wait.until(lambda d: abs(_head_x(d) - 60 / 80 * width) < 3)
+    box = browser.find_element(By.CSS_SELECTOR, "#live-roll .mb-scroll")
+    x = browser.execute_script(ROLL + "const s = r.stage.getBoundingClientRect(), b = arguments[0].getBoundingClientRect();"
+                               "return s.left + 61 / 80 * r.width - (b.left + b.width / 2);", box)
+    ActionChains(browser).move_to_element_with_offset(box, int(x), 10).click().perform()
+    t = wait.until(lambda d: (v := d.execute_script("return arguments[0].currentTime", media)) and abs(v - 3.0) < 0.2 and v)
+    assert t == pytest.approx(3.0, abs=0.2)
