@@ -27,9 +27,10 @@ MAX_SECONDS = 240.0  # the most one request may take to generate and render (a l
 SHORT_SECONDS = 30.0  # a request estimated under this goes to the short lane (the page's 8 bars x 4 variants do)
 DEADLINE_FACTOR = 3.0  # a request stopped when it runs this many times over its estimate (and past SHORT_SECONDS)
 # Measured rates: decoder steps a second of the engine on the inference worker's thread with one torch thread
-# (the 2-core default), by batch: piano+guitar+bass+drums, 4 bars, seed 11, docs/runs/budget.md (bench.budget);
+# (what a job gets while the other lane is busy), by batch: piano+guitar+bass+drums, 4 bars, seed 11, docs/runs/budget.md (bench.budget);
 # the kept notes' masks cost per step in proportion to the notes that sound into the edited span; audio rendered
-# (MP3 and FLAC stems) per second of music and track.
+# (MP3 and FLAC stems) per second of music and track.  One thread is what each job gets while both lanes are busy;
+# a job alone takes both cores and runs up to about 1.8x faster than its estimate (safe; bench.edit).
 STEPS_PER_SECOND = {1: 125.0, 2: 87.0, 4: 68.0, 8: 41.0}
 # Variants decode side by side until the longest is done: with more than one, the steps run past one variant's
 # estimated notes (measured 1.4-1.8x at batches 2-8, 4 and 8 bars).
