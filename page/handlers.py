@@ -129,11 +129,11 @@ def streamed(work: Callable[[Callable[[Result], None], Callable[[], bool]], Resu
         stop.set()  # finished, failed, or closed by Gradio for a cancelled job: nothing more to compute
 
 
-def skips(n: int) -> tuple:
-    return tuple(gr.skip() for _ in range(n))
-
-
 SKIP = gr.skip()  # {"__type__": "update"}: no change
+
+
+def skips(n: int) -> tuple:
+    return tuple(dict(SKIP) for _ in range(n))
 
 
 class PageBlocks(gr.Blocks):

@@ -132,6 +132,9 @@ def render_all(scores: list[Score], request: GenerationRequest, out: Path, repor
     warnings: list[str] = []
     with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
         stems = preview is None and stems_fit(scores, warnings)
+        if preview is not None:  # a musician looking for stems in the zip learns why there are none
+            warnings.append(f"stems left out of the zip: an edit of a long song previews bars {preview[0]}-{preview[1]} "
+                            f"only; the MIDI holds every part of the whole song")
         futures = {pool.submit(render_variant, i, score, request, out, warnings, stems, preview): i - 1
                    for i, score in enumerate(scores, 1)}
         done: list[Variant] = []

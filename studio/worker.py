@@ -29,6 +29,7 @@ an exception raised in the job (Cancelled from a progress report, a RequestError
 from __future__ import annotations
 
 import contextvars
+import functools
 import glob
 import logging
 import os
@@ -53,29 +54,25 @@ def default_threads() -> int:
     return cores if cores <= 2 else cores // 2
 
 
-_OPENMP: list = []  # [the OpenMP runtime torch runs on, or None], found once
-
-
+@functools.cache
 def _openmp():
     """torch's OpenMP runtime (libgomp in PyTorch's Linux wheels) as a ctypes library, or None where torch has
     none (another parallel backend) or it cannot be found."""
-    if not _OPENMP:
-        import ctypes
+    import ctypes
 
-        import torch
+    import torch
 
-        lib = None
-        if "OpenMP" in torch.__config__.parallel_info():
-            names = sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "lib*omp*.so*")))
-            for name in names + ["libgomp.so.1", "libiomp5.so"]:
-                try:
-                    lib = ctypes.CDLL(name)
-                    lib.omp_set_num_threads.argtypes = [ctypes.c_int]
-                    break
-                except (OSError, AttributeError):
-                    lib = None
-        _OPENMP.append(lib)
-    return _OPENMP[0]
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    names = sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "lib*omp*.so*")))
+    for name in names + ["libgomp.so.1", "libiomp5.so"]:
+        try:
+            lib = ctypes.CDLL(name)
+            lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+            return lib
+        except (OSError, AttributeError):
+            continue
+    return None
 
 
 def set_own_threads(n: int) -> None:

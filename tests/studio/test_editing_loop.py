@@ -149,3 +149,4 @@ def test_continuing_a_long_song_previews_the_new_bars_and_the_bars_before(make_s
     assert abs(v.audio_start - 36 * bar_seconds) < 1e-6
     assert roll_data(v.score, v.audio_seconds, v.audio_start)["audio_start"] == round(v.audio_start, 4)
     assert "the preview plays bars 37-42" in res.summary
+    assert any(w.startswith("stems left out of the zip: an edit of a long song previews bars 37-42") for w in res.warnings)
