@@ -53,6 +53,7 @@ import subprocess
 import tempfile
 import time
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,6 +87,11 @@ MAX_SECONDS = 30 * 60  # refuse to render more than 30 minutes of audio
 MP3_FRAME = 1152  # samples per MPEG-1 Layer III frame
 MP3_VBR_QUALITY = 4  # lame -V 4: about 140 kbps; keeps the loudness (CBR 128 kbps loses 0.44 LU, measured)
 STEM_FORMAT = "flac"
+# a mix longer than this renders in pieces, FluidSynth on every core at once (`_synthesize_parts`); each piece
+# plays PIECE_RELEASE seconds past its last note's end, so what rings over a cut is rendered in full
+PARALLEL_SECONDS = 60.0
+PIECE_RELEASE = 3.0
+CORES = min(2, os.cpu_count() or 1)
 
 
 class RenderError(RuntimeError):
@@ -256,7 +262,8 @@ def block_powers(samples: np.ndarray, rate: int) -> np.ndarray:
     n_hops = len(x) // hop
     if n_hops < 4:
         return np.zeros(0)
-    power = np.square(k_filter(x[:n_hops * hop], rate)).reshape(n_hops, hop, -1).sum(axis=(1, 2))
+    y = k_filter(x[:n_hops * hop], rate).reshape(n_hops, -1)
+    power = np.einsum("ij,ij->i", y, y)  # each hop's sum of squares, without a squared copy of the audio
     return np.convolve(power, np.ones(4), "valid") / (4 * hop)
 
 
@@ -346,6 +353,52 @@ def _synthesize(midi: bytes, out_raw: Path, soundfont: str | os.PathLike | None,
     if not out_raw.is_file() or out_raw.stat().st_size < 8:
         raise RenderError("FluidSynth wrote no audio")
     return np.memmap(out_raw, "<f4", "r").reshape(-1, 2)
+
+
+def _split_step(score: Score, parts: int) -> list[int]:
+    """Where to cut `score` into `parts` pieces for `_synthesize_parts`: bar lines near equal shares of its notes
+    (FluidSynth's time grows with the voices it plays), each piece at least one bar; fewer cuts where it has
+    fewer bars."""
+    bar = score.bar_steps
+    onsets = np.sort(score.notes["onset"].astype(np.int64))
+    cuts = []
+    for k in range(1, parts):
+        step = int(onsets[len(onsets) * k // parts]) // bar * bar
+        if step > (cuts[-1] if cuts else 0) and step <= int(onsets[-1]) // bar * bar:
+            cuts.append(step)
+    return cuts
+
+
+def _piece(score: Score, lo: int, hi: int | None, tail_steps: int) -> Score:
+    """The notes with onsets in [lo, hi), moved to start at `lo`, lasting to their last note's end plus
+    `tail_steps` (so the release of a note that ends at the cut is rendered in full)."""
+    on = score.notes["onset"].astype(np.int64)
+    part = score.notes[(on >= lo) & ((on < hi) if hi is not None else True)].copy()
+    part["onset"] = part["onset"].astype(np.int64) - lo
+    end = int((part["onset"].astype(np.int64) + part["duration"]).max()) if len(part) else 0
+    return Score(part, score.bpm, score.time_signature, score.style, length=end + tail_steps,
+                 drum_kit=score.drum_kit)
+
+
+def _synthesize_parts(score: Score, frames: int, tmp: Path, soundfont, rate: int, timeout: float,
+                      parts: int) -> np.ndarray:
+    """The mix of `score` (frames, 2), FluidSynth rendering `parts` pieces of it at once (one process each, one
+    per core): cut at bar lines (`_split_step`), each piece's notes ringing and releasing past its cut, and the
+    pieces' float outputs summed at their places (synthesis and reverb are linear, so the sum is the whole
+    render to within FluidSynth's 64-sample clock step at each cut)."""
+    cuts = _split_step(score, parts)
+    bounds = [0, *cuts, None]
+    tail = int(math.ceil(PIECE_RELEASE * 1e6 / _tempo(score) * V.STEPS_PER_QUARTER))
+    pieces = [_piece(score, lo, hi, tail) for lo, hi in zip(bounds, bounds[1:])]
+    with ThreadPoolExecutor(len(pieces)) as pool:
+        raws = list(pool.map(lambda k: _synthesize(_midi_bytes(pieces[k]), tmp / f"part{k}.f32", soundfont, rate,
+                                                   timeout), range(len(pieces))))
+    out = np.zeros((frames, 2), np.float32)
+    for lo, raw in zip(bounds, raws):
+        at = int(round(lo * _tempo(score) / (V.STEPS_PER_QUARTER * 1e6) * rate))
+        n = max(0, min(len(raw), frames - at))
+        out[at:at + n] += raw[:n]
+    return out
 
 
 def render_wav(midi: Score | bytes, wav_path: str | os.PathLike, soundfont: str | os.PathLike | None = None,
@@ -476,6 +529,9 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
             for part in parts[1:]:
                 mix += part
             peak = max(_peak_db(p) for p in parts + [mix])
+        elif isinstance(midi, Score) and frames > PARALLEL_SECONDS * rate and len(midi.notes) and CORES > 1:
+            mix = _fit(_synthesize_parts(midi, frames, tmp, soundfont, rate, timeout, CORES), frames, rate)
+            parts, peak = [], _peak_db(mix)
         else:
             mix = _fit(_synthesize(_midi_bytes(midi), tmp / "mix.f32", soundfont, rate, timeout), frames, rate)
             parts, peak = [], _peak_db(mix)
