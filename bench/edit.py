@@ -6,7 +6,8 @@ runner: its short and long inference lanes), as a musician's song arrives: the w
 Rows, each with its wall time through HTTP, the generation and rendering times and tokens/s the summary reports,
 and the checks a musician cares about:
 - /add_part of --part over the whole song: the share of the song's notes that come back exactly, notes outside
-  the new part that are not the song's (should be 0), the share of the song's bars where the new part plays;
+  the new part that are not the song's (should be 0), the share of the song's bars where the new part plays, and
+  whether it repeats where the song repeats (`tokenizer.harmony.repeats_with_song`);
 - /continue by --bars: the song kept, the new notes' bars after the song's end;
 - /infill of --infill (default: 4 bars in the middle): every note outside those bars kept note for note;
 - with --dense, the same three edits (and /regenerate_part) on a dense 64-bar, 16-track, 20,000-note upload.
@@ -57,6 +58,7 @@ def checks(kind: str, song, result, part: str | None, infill: tuple[int, int] | 
     """What the edit kept and made, from the uploaded song and the returned MIDI (both read by load_midi)."""
     from model.edits import EDITS
     from tokenizer import vocab as V
+    from tokenizer.harmony import part_fit
 
     bar = song.bar_steps
     edit = EDITS[kind]
@@ -65,8 +67,10 @@ def checks(kind: str, song, result, part: str | None, infill: tuple[int, int] | 
         old, new = song.notes[song.notes["group"] != g], result.notes[result.notes["group"] == g]
         share, extra = kept_share(old, result.notes[result.notes["group"] != g])
         bars = len(np.unique(new["onset"] // bar))
+        fit = part_fit(new, old, bar, song.bars)["repeats_with_song"]
         return {"kept": round(share, 4), "extra": extra, "new notes": len(new),
-                "part plays in bars": round(bars / song.bars, 3)}
+                "part plays in bars": round(bars / song.bars, 3),
+                "repeats with the song": None if fit is None else round(fit, 3)}
     if edit.extends:
         end = song.span_steps
         share, extra = kept_share(song.notes, result.notes[result.notes["onset"] < end])

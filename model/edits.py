@@ -192,7 +192,8 @@ class _PartEdit(Edit):
         return Plan.of_song(prompt, kept=kept, allowed=[g], prefix_groups=groups,
                             drums_flag=V.DRUM_GROUP in groups, new_end=length, limit=length,
                             force_at=min(prompt.bar_steps, length // 2), every_bar=True,
-                            density=self.density(prompt, g), song_pitch_pull=True, bar_note_divisor=3)
+                            density=self.density(prompt, g), song_pitch_pull=True, bar_note_divisor=3,
+                            follow_repeats=True)
 
 
 @register_edit

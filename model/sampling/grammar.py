@@ -27,6 +27,7 @@ from tokenizer import harmony as H
 from tokenizer import vocab as V
 
 from .plan import Plan
+from .repeats import Repeats
 
 
 def _range_mask(lo: int, hi: int) -> torch.Tensor:
@@ -49,6 +50,7 @@ def group_mask(groups) -> torch.Tensor:
 
 
 _NEVER = 2**40  # the onset of "no kept note left"
+_END_KEY = V.N_GROUPS * 128  # ... and its key
 
 
 def _one_hot(token: int) -> torch.Tensor:
@@ -96,13 +98,17 @@ class Grammar:
         # kept notes, forced in order; a sentinel past the end
         k = plan.kept
         self.has_kept = len(k) > 0
-        self.k_onset = torch.tensor(list(k["onset"]) + [_NEVER], dtype=torch.long, device=dev)
-        self.k_key = torch.tensor(list(k["group"].astype(np.int64) * 128 + k["pitch"]) + [V.N_GROUPS * 128],
-                                  dtype=torch.long, device=dev)
         levels = np.searchsorted(np.asarray(V.DURATION_LEVELS), k["duration"])  # durations are on levels
         durvel = V.DURVEL_OFFSET + levels * V.N_VELOCITY + k["velocity"].astype(np.int64)
-        self.k_durvel = torch.tensor(list(durvel) + [-1], dtype=torch.long, device=dev)
+        # (B, K + 1) per variant (repeats add their copies to a variant's own), in order, then the sentinel
+        rows = lambda values, end: torch.tensor(list(values) + [end], dtype=torch.long, device=dev).repeat(batch, 1)  # noqa: E731
+        self.k_onset = rows(k["onset"], _NEVER)
+        self.k_key = rows(k["group"].astype(np.int64) * 128 + k["pitch"], _END_KEY)
+        self.k_durvel = rows(durvel, -1)
         self.kidx = torch.zeros(batch, dtype=torch.long, device=dev)
+        self.repeats = Repeats(plan, batch, dev) if plan.follow_repeats and self.has_kept else None
+        if self.repeats is not None and not self.repeats.active:
+            self.repeats = None
         # notes of the prompt that sound into the window: a new note may not restrike (and so cut) them
         ring = plan.sounding()
         self.r_on = torch.tensor(ring["onset"].astype(np.int64), device=dev)
@@ -164,8 +170,26 @@ class Grammar:
         """Per variant, the next kept note's (onset, group * 128 + pitch, durvel token); past the last one a
         sentinel that never comes."""
         if self._kept is None:
-            self._kept = self.k_onset[self.kidx], self.k_key[self.kidx], self.k_durvel[self.kidx]
+            at = self.kidx[:, None]
+            self._kept = tuple(a.gather(1, at)[:, 0] for a in (self.k_onset, self.k_key, self.k_durvel))
         return self._kept
+
+    def _add_kept(self, row: int, notes: list[tuple[int, int, int]]) -> None:
+        """Put (onset, key, durvel token) notes, all ahead of the variant's time, among row `row`'s kept notes."""
+        width = self.k_onset.shape[1]
+        have = int((self.k_onset[row] < _NEVER).sum())
+        onset, key, durvel = (torch.cat([a[row, :have], torch.tensor(col, dtype=torch.long, device=self.device)])
+                              for a, col in zip((self.k_onset, self.k_key, self.k_durvel), zip(*notes)))
+        order = torch.from_numpy(np.lexsort((key.cpu().numpy(), onset.cpu().numpy()))).to(self.device)
+        size = len(order) + 1
+        if size > width:  # room for them: every row gets more sentinel columns
+            pad = lambda a, end: torch.cat([a, a.new_full((a.shape[0], size - width), end)], 1)  # noqa: E731
+            self.k_onset, self.k_key = pad(self.k_onset, _NEVER), pad(self.k_key, _END_KEY)
+            self.k_durvel = pad(self.k_durvel, -1)
+        for a, values, end in ((self.k_onset, onset, _NEVER), (self.k_key, key, _END_KEY), (self.k_durvel, durvel, -1)):
+            a[row] = end
+            a[row, :len(order)] = values[order]
+        self._kept = self._keys = None
 
     def new_keys(self) -> torch.Tensor:
         """(B, V) bool: the GROUPPITCH tokens a new note may take at the current time (the same at a note's
@@ -206,6 +230,8 @@ class Grammar:
             ok &= (k_on != self.time)[:, None] | (self.key_range < k_key[:, None])
         window = (self.time >= self.min_time) & (self.time < self.new_end) & (self.n_new < self.max_notes) \
             & (self.bar_new < self.bar_notes)
+        if self.repeats is not None:  # a repeat plays its copies only
+            window &= ~self.repeats.copied_at(self.time)
         return m & ok & window[:, None]
 
     # ---- masks ----
@@ -224,6 +250,8 @@ class Grammar:
         if self.has_kept:
             gap = self.next_kept()[0][:, None] - time
             ok &= s <= gap  # never past the next kept note
+            if self.repeats is not None:  # into a repeat only onto its next kept note (or to the end)
+                ok &= ~self.repeats.copied_at(t) | (s == gap) | (t >= self.new_end)
             ok[:, 0] &= (gap[:, 0] == 0) | new_here  # a note at the same onset must sort after the previous one
             must = torch.minimum(gap, self.new_end - time).clamp(0, V.MAX_SHIFT)
         else:  # no kept note: the gap is endless
@@ -294,6 +322,9 @@ class Grammar:
             self.done = self.done | finished
             time = torch.where(self.done, self.time, self.time + shift)
             self.bar_new = torch.where(time // self.bar_steps == self.time // self.bar_steps, self.bar_new, 0)
+            if self.repeats is not None:
+                for row, copies in self.repeats.passed(self.time, time):
+                    self._add_kept(row, copies)
             self.time = time
             self.last_shift = shift
             self._keys = self._now = None
@@ -324,7 +355,10 @@ class Grammar:
         self.n_new = self.n_new + new.long()
         self.bar_new = self.bar_new + new.long()
         self.played = self.played | (real[:, None] & (g[:, None] == self.group_range[None]))
-        self.bar_heard = torch.where(new, self.time // self.bar_steps, self.bar_heard)
+        heard = real & (self.tok_allowed[tok] < len(self.allowed))  # new, or copied into a repeat
+        self.bar_heard = torch.where(heard, self.time // self.bar_steps, self.bar_heard)
+        if self.repeats is not None:
+            self.repeats.record(new, self.time, key, self.last_durvel)
         self.prev_time = torch.where(real, self.time, self.prev_time)
         self.prev_key = torch.where(real, key, self.prev_key)
         self._keys = self._missing = None

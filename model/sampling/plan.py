@@ -51,6 +51,7 @@ class Plan:
     density: float = 0.0
     song_pitch_pull: bool = False  # without a key or chords, new notes keep to the pitch classes the kept play
     bar_note_divisor: int = 1  # a bar may hold this fraction of the per-bar note budget (one new part: 3)
+    follow_repeats: bool = False  # the new part repeats where the song repeats (`model.sampling.repeats`)
 
     @classmethod
     def of_song(cls, song: Score, **fields) -> "Plan":

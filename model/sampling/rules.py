@@ -43,7 +43,7 @@ def onto_next_kept(g: Grammar, logits: torch.Tensor, mask: torch.Tensor) -> torc
     """Slot 0 with a kept note within reach: the model's mass on shifts at or past it ("nothing new before
     it") goes to the shift that lands on it, so new notes are placed where the model wants them, not
     wherever the mask leaves room."""
-    if g.slot != 0 or len(g.k_onset) <= 1:
+    if g.slot != 0 or not g.has_kept:
         return logits
     gap = g.next_kept()[0] - g.time
     lo, hi = V.SHIFT_OFFSET, V.SHIFT_OFFSET + V.N_SHIFT
@@ -59,7 +59,7 @@ def onto_next_kept(g: Grammar, logits: torch.Tensor, mask: torch.Tensor) -> torc
 def kept_note_mass(g: Grammar, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Slot 2 on a kept note's onset: the model's mass on every note a new part may not play here (the
     kept note, the other parts' notes, the new part's notes that sort after it) goes to the kept note."""
-    if g.slot != 2 or len(g.k_onset) <= 1:
+    if g.slot != 2 or not g.has_kept:
         return logits
     k_on, k_key, _ = g.next_kept()
     at_kept = (k_on == g.time) & ~g.rest
@@ -132,8 +132,8 @@ SOFT_RULES = (onto_next_kept, kept_note_mass, skip_kept_parts, chord_bias, densi
 
 # where each rule can apply, from what a request fixes (the rules' own first lines check the same, per call)
 APPLIES = {
-    onto_next_kept: lambda g, slot: slot == 0 and len(g.k_onset) > 1,
-    kept_note_mass: lambda g, slot: slot == 2 and len(g.k_onset) > 1,
+    onto_next_kept: lambda g, slot: slot == 0 and g.has_kept,
+    kept_note_mass: lambda g, slot: slot == 2 and g.has_kept,
     skip_kept_parts: lambda g, slot: slot == 2 and g.skip_mask is not None,
     chord_bias: lambda g, slot: slot == 2 and g.bias is not None,
     density_pull: lambda g, slot: slot != 1 and g.density > 0,
