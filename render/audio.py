@@ -22,8 +22,8 @@ MP3_VBR_QUALITY, about 140 kbps), which keeps the loudness: decoded, it reads wi
 where 128 kbps CBR read 0.44 LU low (measured on an openmsx song).
 
 Stems.  `render_preview(..., stems=True)` renders every instrument group of the score (piano, bass, ...,
-drums) on its own, in ONE FluidSynth run: the groups play one after the other, STEM_GUARD seconds of silence
-apart; an all-sound-off stops each group's voices at the end of its window, and what is left of it when the
+drums) on its own, in one FluidSynth run per core (`_stem_parts`: the groups dealt into runs of about equal
+note counts): in a run the groups play one after the other, STEM_GUARD seconds of silence apart; an all-sound-off stops each group's voices at the end of its window, and what is left of it when the
 next group starts (FluidSynth's reverb) measured below -127 dBFS before the gain (an openmsx song).  The mix
 IS the sum of the stems (in float), so the stems sum to the mix sample for sample in a DAW: same length, same
 start, same gain (the mix's; the peak ceiling covers every stem too, so no stem clips).  Each stem is a
@@ -446,6 +446,46 @@ def _stem_sequence(score: Score, frames: int, rate: int) -> tuple[bytes, list[in
     return buf.getvalue(), starts
 
 
+def _stem_parts(score: Score, frames: int, tmp: Path, soundfont, rate: int, timeout: float) -> list[np.ndarray]:
+    """Each group's audio (frames, 2), in `score.groups` order: the groups dealt into up to CORES runs of about
+    equal note counts, FluidSynth playing each run's groups one after the other (`_stem_sequence`), the runs at
+    once (one process per core)."""
+    groups = score.groups
+    runs: list[list[int]] = [[] for _ in range(min(CORES, len(groups)))]
+    load = [0] * len(runs)
+    for g in sorted(groups, key=lambda g: -int((score.notes["group"] == g).sum())):
+        k = load.index(min(load))
+        runs[k].append(g)
+        load[k] += int((score.notes["group"] == g).sum())
+
+    def run(k: int) -> dict[int, np.ndarray]:
+        part = Score(score.notes[np.isin(score.notes["group"], runs[k])], score.bpm, score.time_signature, score.style,
+                     length=score.length, drum_kit=score.drum_kit)
+        seq, starts = _stem_sequence(part, frames, rate)
+        raw = _synthesize(seq, tmp / f"stems{k}.f32", soundfont, rate, timeout * len(runs[k]))
+        return {g: _fit(raw[s:s + frames], frames, rate) for g, s in zip(part.groups, starts)}
+
+    with ThreadPoolExecutor(len(runs)) as pool:
+        audio = {g: a for done in pool.map(run, range(len(runs))) for g, a in done.items()}
+    return [audio[g] for g in groups]
+
+
+def _write_stems(score: Score, groups: list[int], parts: list[np.ndarray], gain: float, folder: Path, prefix: str,
+                 tmp: Path, rate: int) -> tuple[list[Stem], list[Path]]:
+    """Per group its MIDI file in `folder` and its audio with `gain` as a WAV in `tmp` (for `encode_flacs`): the
+    stems (their FLAC paths still to be written) and the WAVs."""
+    folder.mkdir(parents=True, exist_ok=True)
+    stems, wavs = [], []
+    seconds = len(parts[0]) / rate
+    for g, part in zip(groups, parts):
+        name = V.GROUPS[g]
+        wavs.append(tmp / f"{name}.wav")
+        _write_pcm(wavs[-1], _pcm16(part, gain), rate)
+        midi_path = write_midi(_stem_score(score, g), folder / f"{prefix}-{name}.mid")
+        stems.append(Stem(name, folder / f"{prefix}-{name}.{STEM_FORMAT}", midi_path, seconds))
+    return stems, wavs
+
+
 def _encode_mp3(pcm: np.ndarray, mp3_path: Path, rate: int, bitrate: int | None, timeout: float, tmp: Path) -> None:
     """16-bit stereo samples -> MP3 at `mp3_path` (written under a temporary name, then renamed)."""
     wav = tmp / "mix.wav"
@@ -522,9 +562,7 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
     with tempfile.TemporaryDirectory(prefix="render-") as tmp_name:
         tmp = Path(tmp_name)
         if groups:
-            seq, starts = _stem_sequence(midi, frames, rate)
-            raw = _synthesize(seq, tmp / "stems.f32", soundfont, rate, timeout * len(groups))
-            parts = [_fit(raw[s:s + frames], frames, rate) for s in starts]
+            parts = _stem_parts(midi, frames, tmp, soundfont, rate, timeout)
             mix = parts[0].copy()
             for part in parts[1:]:
                 mix += part
@@ -540,24 +578,20 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
         if gain_db is None:
             gain_db, limited = loudness_gain(gated_loudness(z), peak)
         gain = 10 ** (gain_db / 20)
-        result = None
-        if mp3_path is not None:
-            _encode_mp3(_pcm16(mix, gain), mp3_path, rate, bitrate, timeout, tmp)
-            loud = gated_loudness(z * gain * gain)  # the mix after the gain (before 16-bit rounding and MP3)
-            result = RenderResult(mp3_path, frames / rate, 0.0, loud if math.isfinite(loud) else None, gain_db,
-                                  limited, peak + gain_db if math.isfinite(peak) else None)
-        stems = []
-        if parts:
-            stem_folder.mkdir(parents=True, exist_ok=True)
-            wavs, flacs = [], []
-            for g, part in zip(groups, parts):
-                name = V.GROUPS[g]
-                wavs.append(tmp / f"{name}.wav")
-                _write_pcm(wavs[-1], _pcm16(part, gain), rate)
-                flacs.append(stem_folder / f"{stem_prefix}-{name}.{STEM_FORMAT}")
-                midi_path = write_midi(_stem_score(midi, g), stem_folder / f"{stem_prefix}-{name}.mid")
-                stems.append(Stem(name, flacs[-1], midi_path, frames / rate))
-            encode_flacs(wavs, flacs, timeout)
+        result, stems, jobs = None, [], []
+        with ThreadPoolExecutor(CORES + 1) as pool:  # lame and ffmpeg are processes: the encodings run at once
+            if mp3_path is not None:
+                jobs.append(pool.submit(_encode_mp3, _pcm16(mix, gain), mp3_path, rate, bitrate, timeout, tmp))
+                loud = gated_loudness(z * gain * gain)  # the mix after the gain (before 16-bit rounding and MP3)
+                result = RenderResult(mp3_path, frames / rate, 0.0, loud if math.isfinite(loud) else None, gain_db,
+                                      limited, peak + gain_db if math.isfinite(peak) else None)
+            if parts:
+                stems, wavs = _write_stems(midi, groups, parts, gain, stem_folder, stem_prefix, tmp, rate)
+                flacs = [s.audio for s in stems]
+                jobs += [pool.submit(encode_flacs, wavs[k::CORES], flacs[k::CORES], timeout)
+                         for k in range(min(CORES, len(wavs)))]
+            for job in jobs:
+                job.result()  # a RenderError from any of them
     if result is not None:
         result.render_seconds = time.perf_counter() - t0
     return result, stems
@@ -574,7 +608,7 @@ def render_preview(score: Score, folder: str | os.PathLike, stem: str, stems: bo
                    soundfont: str | os.PathLike | None = None, bitrate: int | None = None, timeout: float = 120.0,
                    rate: int = SAMPLE_RATE) -> tuple[RenderResult, list[Stem]]:
     """The mix `folder/stem.mp3` and, with `stems`, per instrument group `folder/stem-GROUP.flac` and
-    `folder/stem-GROUP.mid` (the folder is made when missing), from one FluidSynth run: the mix is the sum
+    `folder/stem-GROUP.mid` (the folder is made when missing), from FluidSynth runs of the groups: the mix is the sum
     of the stems, all with one gain.
     Without `stems` (or for a score without notes) it is render_mp3 and the list is empty."""
     folder = Path(folder)
