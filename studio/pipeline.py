@@ -164,18 +164,19 @@ def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, 
     stem = f"midi-bangers-{request.seed}-v{i}"
     midi_path = write_midi(score, out / f"{stem}.mid")
     bars = -(-max(score.length or 0, score.end_step) // score.bar_steps)
-    png = draw_pianoroll(score, out / f"{stem}.png",
-                         title=f"variant {i} · {bars} bars · {score.bpm:g} BPM · {len(score.notes)} notes")
-    try:
-        if preview is not None:  # the variant's own end: a continuation may ring past the planned bars
-            preview = (preview[0], max(preview[0], min(preview[1], -(-score.span_steps // score.bar_steps))))
-        clip = score if preview is None else score.window(*preview)
-        r, tracks = render_preview(clip, out, stem, stems=stems and preview is None)
-    except RenderError as e:
-        if str(e) not in warnings:
-            warnings.append(str(e))
-        return Variant(i, score, midi_path, png, None, str(e))
-    return Variant(i, score, midi_path, png, r.path, None, r.seconds, stems=tracks, preview_bars=preview)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the picture is drawn while FluidSynth renders
+        png = pool.submit(draw_pianoroll, score, out / f"{stem}.png",
+                          title=f"variant {i} · {bars} bars · {score.bpm:g} BPM · {len(score.notes)} notes")
+        try:
+            if preview is not None:  # the variant's own end: a continuation may ring past the planned bars
+                preview = (preview[0], max(preview[0], min(preview[1], -(-score.span_steps // score.bar_steps))))
+            clip = score if preview is None else score.window(*preview)
+            r, tracks = render_preview(clip, out, stem, stems=stems and preview is None)
+        except RenderError as e:
+            if str(e) not in warnings:
+                warnings.append(str(e))
+            return Variant(i, score, midi_path, png.result(), None, str(e))
+    return Variant(i, score, midi_path, png.result(), r.path, None, r.seconds, stems=tracks, preview_bars=preview)
 
 
 def restore(state: Result, store: OutputStore) -> Result:
