@@ -4,6 +4,7 @@ peak-normalize to -1 dBFS, 128 kbps) and after (TARGET_LUFS), the spread in LU o
 of every new MP3 against the piece + RELEASE_TAIL, and what one stem costs as FLAC, WAV and MP3.
 
     python -m bench.render [--files N] [--bars B] [--engine NAME] [--variants V] [--no-generated]
+    python -m bench.render --processes     # long and dense previews: one FluidSynth against one per core
 
 Sets: the first N openttd-openmsx songs (/usr/share/games/openttd/baseset/openmsx/*.mid), each cut to its
 first B bars (different songs: quiet and loud ones), and, when the engine loads, the V variants of one
@@ -155,6 +156,56 @@ def stem_formats(tmp: Path) -> None:
         print(f"{label:36s} {sec:10.3f} {kb:11.0f}")
 
 
+def processes_set(tmp: Path, repeats: int = 2) -> None:
+    """Long and dense previews with FluidSynth (and the encoders) in one process against one per core, best of
+    `repeats`: D_ROMERO of Freedoom (8.7 minutes) as a mix, the dense 20,000-note upload with its stems, the
+    8-bar window of its last bars a continuation previews, and the page's 4 variants of 8 bars with stems,
+    rendered side by side (2 at a time, as studio.pipeline does) with one process per core each against the
+    share of the cores the pipeline gives them."""
+    from bench.edit import default_song
+    from bench.fair import dense_song
+    from render import render_preview
+    from render.audio import CORES
+    from studio.pipeline import RENDER_WORKERS
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    dense = dense_song()
+    page = [score for _, score in openmsx_pieces(4, 8)]
+
+    def side_by_side(processes: int) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(RENDER_WORKERS) as pool:
+            list(pool.map(lambda k: render_preview(page[k], tmp / f"page{k}", "v", processes=processes),
+                          range(len(page))))
+
+    from tokenizer import load_midi
+
+    romero = load_midi(default_song(str(tmp)))
+    rows = [
+        ("D_ROMERO mix, 8.7 minutes", lambda p: render_preview(romero, tmp, "romero", stems=False, processes=p)),
+        ("dense upload + 12 stems, 2.1 minutes", lambda p: render_preview(dense, tmp, "dense", processes=p)),
+        ("dense window, bars 58-64 (14 s)", lambda p: render_preview(dense.window(58, 64), tmp, "win", stems=False,
+                                                                     processes=p)),
+    ]
+    print(f"\n== FluidSynth, lame and ffmpeg in 1 process or {CORES} at once (best of {repeats} seconds)")
+    print(f"{'preview':40s} {'1':>7s} {CORES:>7d} {'ratio':>6s}")
+    for label, fn in rows:
+        one, many = best(lambda fn=fn: fn(1)), best(lambda fn=fn: fn(CORES))
+        print(f"{label:40s} {one:7.2f} {many:7.2f} {one / many:6.2f}")
+    share = max(1, CORES // min(len(page), RENDER_WORKERS))
+    own, shared = best(lambda: side_by_side(CORES)), best(lambda: side_by_side(share))
+    print(f"{len(page)} page variants with stems, side by side: {CORES} processes each {own:.2f} s, "
+          f"{share} each (the pipeline's share) {shared:.2f} s")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=5)
@@ -162,6 +213,8 @@ def main(argv=None) -> int:
     ap.add_argument("--engine", default="transformer")
     ap.add_argument("--variants", type=int, default=4)
     ap.add_argument("--no-generated", action="store_true")
+    ap.add_argument("--processes", action="store_true", help="only long and dense previews, one process against "
+                    "one per core (needs Freedoom's WAD)")
     args = ap.parse_args(argv)
 
     from render import RenderError
@@ -173,6 +226,9 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
         tmp = Path(tmp_name)
         try:
+            if args.processes:
+                processes_set(tmp)
+                return 0
             bench_set(f"openmsx songs, first {args.bars} bars", list(openmsx_pieces(args.files, args.bars)), tmp)
             if not args.no_generated:
                 variants = generated_variants(args.engine, args.variants, args.bars)

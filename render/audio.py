@@ -447,12 +447,13 @@ def _stem_sequence(score: Score, frames: int, rate: int) -> tuple[bytes, list[in
     return buf.getvalue(), starts
 
 
-def _stem_parts(score: Score, frames: int, tmp: Path, soundfont, rate: int, timeout: float) -> list[np.ndarray]:
-    """Each group's audio (frames, 2), in `score.groups` order: the groups dealt into up to CORES runs of about
-    equal note counts, FluidSynth playing each run's groups one after the other (`_stem_sequence`), the runs at
-    once (one process per core)."""
+def _stem_parts(score: Score, frames: int, tmp: Path, soundfont, rate: int, timeout: float,
+                processes: int) -> list[np.ndarray]:
+    """Each group's audio (frames, 2), in `score.groups` order: the groups dealt into up to `processes` runs of
+    about equal note counts, FluidSynth playing each run's groups one after the other (`_stem_sequence`), the
+    runs at once."""
     groups = score.groups
-    runs: list[list[int]] = [[] for _ in range(min(CORES, len(groups)))]
+    runs: list[list[int]] = [[] for _ in range(min(processes, len(groups)))]
     load = [0] * len(runs)
     for g in sorted(groups, key=lambda g: -int((score.notes["group"] == g).sum())):
         k = load.index(min(load))
@@ -551,9 +552,11 @@ def _check_length(midi: Score | bytes) -> None:
 
 
 def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None, stem_prefix: str,
-            gain_db: float | None, soundfont, rate: int, bitrate: int | None, timeout: float
-            ) -> tuple[RenderResult | None, list[Stem]]:
-    """The one pipeline behind render_mp3, render_stems and render_preview."""
+            gain_db: float | None, soundfont, rate: int, bitrate: int | None, timeout: float,
+            processes: int | None = None) -> tuple[RenderResult | None, list[Stem]]:
+    """The one pipeline behind render_mp3, render_stems and render_preview.  `processes`: how many FluidSynth,
+    lame or ffmpeg processes it may run at once (default CORES; less when other renders share the cores)."""
+    processes = max(1, processes or CORES)
     t0 = time.perf_counter()
     if stem_folder is not None and not isinstance(midi, Score):
         raise TypeError("stems need a Score (its instrument groups), not MIDI bytes")
@@ -563,13 +566,13 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
     with tempfile.TemporaryDirectory(prefix="render-") as tmp_name:
         tmp = Path(tmp_name)
         if groups:
-            parts = _stem_parts(midi, frames, tmp, soundfont, rate, timeout)
+            parts = _stem_parts(midi, frames, tmp, soundfont, rate, timeout, processes)
             mix = parts[0].copy()
             for part in parts[1:]:
                 mix += part
             peak = max(_peak_db(p) for p in parts + [mix])
-        elif isinstance(midi, Score) and frames > PARALLEL_SECONDS * rate and len(midi.notes) and CORES > 1:
-            mix = _fit(_synthesize_parts(midi, frames, tmp, soundfont, rate, timeout, CORES), frames, rate)
+        elif isinstance(midi, Score) and frames > PARALLEL_SECONDS * rate and len(midi.notes) and processes > 1:
+            mix = _fit(_synthesize_parts(midi, frames, tmp, soundfont, rate, timeout, processes), frames, rate)
             parts, peak = [], _peak_db(mix)
         else:
             mix = _fit(_synthesize(_midi_bytes(midi), tmp / "mix.f32", soundfont, rate, timeout), frames, rate)
@@ -580,7 +583,7 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
             gain_db, limited = loudness_gain(gated_loudness(z), peak)
         gain = 10 ** (gain_db / 20)
         result, stems, jobs = None, [], []
-        with ThreadPoolExecutor(CORES + 1) as pool:  # lame and ffmpeg are processes: the encodings run at once
+        with ThreadPoolExecutor(processes + 1) as pool:  # lame and ffmpeg are processes: the encodings run at once
             if mp3_path is not None:
                 jobs.append(pool.submit(_encode_mp3, _pcm16(mix, gain), mp3_path, rate, bitrate, timeout, tmp))
                 loud = gated_loudness(z * gain * gain)  # the mix after the gain (before 16-bit rounding and MP3)
@@ -589,8 +592,8 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
             if parts:
                 stems, wavs = _write_stems(midi, groups, parts, gain, stem_folder, stem_prefix, tmp, rate)
                 flacs = [s.audio for s in stems]
-                jobs += [pool.submit(encode_flacs, wavs[k::CORES], flacs[k::CORES], timeout)
-                         for k in range(min(CORES, len(wavs)))]
+                jobs += [pool.submit(encode_flacs, wavs[k::processes], flacs[k::processes], timeout)
+                         for k in range(min(processes, len(wavs)))]
             for job in jobs:
                 job.result()  # a RenderError from any of them
     if result is not None:
@@ -607,15 +610,16 @@ def render_mp3(midi: Score | bytes, mp3_path: str | os.PathLike, soundfont: str 
 
 def render_preview(score: Score, folder: str | os.PathLike, stem: str, stems: bool = True,
                    soundfont: str | os.PathLike | None = None, bitrate: int | None = None, timeout: float = 120.0,
-                   rate: int = SAMPLE_RATE) -> tuple[RenderResult, list[Stem]]:
+                   rate: int = SAMPLE_RATE, processes: int | None = None) -> tuple[RenderResult, list[Stem]]:
     """The mix `folder/stem.mp3` and, with `stems`, per instrument group `folder/stem-GROUP.flac` and
     `folder/stem-GROUP.mid` (the folder is made when missing), from FluidSynth runs of the groups: the mix is the sum
     of the stems, all with one gain.
-    Without `stems` (or for a score without notes) it is render_mp3 and the list is empty."""
+    Without `stems` (or for a score without notes) it is render_mp3 and the list is empty.  `processes`: the
+    programs it runs at once (default one per core; the page's variants, rendered side by side, share them)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return _render(score, folder / f"{stem}.mp3", folder if stems else None, stem, None, soundfont, rate,
-                   bitrate, timeout)
+                   bitrate, timeout, processes)
 
 
 def render_stems(score: Score, folder: str | os.PathLike, stem_prefix: str, gain_db: float | None = None,

@@ -19,7 +19,7 @@ from typing import Callable
 from model import checkpoint as ckpt
 from model.adherence import adherence
 from model.request import GenerationRequest, RequestError
-from render.audio import RenderError, render_preview
+from render.audio import CORES, RenderError, render_preview
 from render.pianoroll import draw_pianoroll
 from tokenizer import Score, write_midi
 
@@ -135,7 +135,8 @@ def render_all(scores: list[Score], request: GenerationRequest, out: Path, repor
         if preview is not None:  # a musician looking for stems in the zip learns why there are none
             warnings.append(f"stems left out of the zip: an edit of a long song previews bars {preview[0]}-{preview[1]} "
                             f"only; the MIDI holds every part of the whole song")
-        futures = {pool.submit(render_variant, i, score, request, out, warnings, stems, preview): i - 1
+        processes = max(1, CORES // min(len(scores), RENDER_WORKERS))  # the variants share the cores
+        futures = {pool.submit(render_variant, i, score, request, out, warnings, stems, preview, processes): i - 1
                    for i, score in enumerate(scores, 1)}
         done: list[Variant] = []
         for f in as_completed(futures):
@@ -158,7 +159,7 @@ def stems_fit(scores: list[Score], warnings: list[str]) -> bool:
 
 
 def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, warnings: list[str],
-                   stems: bool = True, preview: tuple[int, int] | None = None) -> Variant:
+                   stems: bool = True, preview: tuple[int, int] | None = None, processes: int | None = None) -> Variant:
     """MIDI, piano roll and MP3 (and with `stems` the per-track files) of one variant, the MP3 of bars `preview`
     (first, last) only when given; a preview that cannot be made is a warning, not a failure."""
     stem = f"midi-bangers-{request.seed}-v{i}"
@@ -171,7 +172,7 @@ def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, 
             if preview is not None:  # the variant's own end: a continuation may ring past the planned bars
                 preview = (preview[0], max(preview[0], min(preview[1], -(-score.span_steps // score.bar_steps))))
             clip = score if preview is None else score.window(*preview)
-            r, tracks = render_preview(clip, out, stem, stems=stems and preview is None)
+            r, tracks = render_preview(clip, out, stem, stems=stems and preview is None, processes=processes)
         except RenderError as e:
             if str(e) not in warnings:
                 warnings.append(str(e))
