@@ -204,7 +204,8 @@ class AddPart(_PartEdit):
     verb = "added"
     flag = "--add-part"
     flag_help = "add this part to the prompt's bars"
-    help = "Add a part to a MIDI song: every note of the song stays; a new part plays along over all its bars."
+    help = ("Add a part to a MIDI song: every note of the song stays; a new part plays along over all its bars, "
+            "and where the song repeats a bar, the part repeats what it played there.")
     returns = "the MIDI with the new part"
     fields = (EditField("part", "part", "strings", "Part",
                         f"the part to add, one of {PART_HELP} (the song must not have it yet)."),)
@@ -229,7 +230,8 @@ class RegeneratePart(_PartEdit):
     verb = "regenerated"
     flag = "--regenerate-part"
     flag_help = "write this part of the prompt anew"
-    help = "Regenerate one part of a MIDI song: that part is written anew, every other note stays."
+    help = ("Regenerate one part of a MIDI song: that part is written anew, every other note stays; where the song "
+            "repeats a bar, the new part repeats what it played there.")
     returns = "the MIDI with the part regenerated"
     fields = (EditField("part", "part", "bass", "Part",
                         "the part to write anew (the song must have it), e.g. bass or drums."),)

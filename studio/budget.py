@@ -20,6 +20,7 @@ import numpy as np
 
 from model.request import GenerationRequest, RequestError
 from model.sampling.plan import plan_request
+from model.sampling.repeats import plan_repeats
 from tokenizer import harmony as H
 from tokenizer import vocab as V
 
@@ -112,8 +113,13 @@ def estimate(request: GenerationRequest) -> Cost:
     kept = len(plan.kept)
     shifts = (plan.new_end - plan.min_time) / V.MAX_SHIFT
     rate = steps_per_second(request.variants)
+    unit, repeats = plan_repeats(plan)  # an added part's repeats are copied: no decisions there
+    copied = [u for targets in repeats.values() for u in targets]
+    if copied:
+        new_notes *= max(0.0, 1.0 - len(copied) * unit / max(plan.new_end - plan.min_time, 1))
     if kept:  # decoder calls: the sampled tokens (the forced ones ride along)
-        onsets = len(np.unique(plan.kept["onset"]))
+        free = ~np.isin(plan.kept["onset"].astype(np.int64) // unit, copied)
+        onsets = len(np.unique(plan.kept["onset"][free]))
         steps = int(3 * new_notes + KEPT_CALLS_PER_ONSET * onsets + 3 * shifts) + 8
         forced = max(0, 3 * kept - KEPT_CALLS_PER_ONSET * onsets)
     else:

@@ -580,9 +580,7 @@ def _group_track(score: Score, g: int, channel: int, ticks: int, total: int) -> 
     level = np.concatenate([np.zeros(len(n), np.int64), vel])
     order = np.lexsort((level, key, kind, tick))  # sorted as (tick, kind, pitch, velocity) tuples sort
     program = score.drum_kit if g == V.DRUM_GROUP else V.GROUP_PROGRAM[name]
-    data = bytearray()
-    for msg in (mido.MetaMessage("track_name", name=name.title()),):
-        data += b"\0" + bytes(msg.bytes())
+    data = bytearray(b"\0" + bytes(mido.MetaMessage("track_name", name=name.title()).bytes()))
     data += bytes((0, 0xC0 | channel, program))
     running, now = 0xC0 | channel, 0
     statuses = (0x80 | channel, 0x90 | channel)

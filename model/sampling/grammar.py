@@ -106,8 +106,8 @@ class Grammar:
         self.k_key = rows(k["group"].astype(np.int64) * 128 + k["pitch"], _END_KEY)
         self.k_durvel = rows(durvel, -1)
         self.kidx = torch.zeros(batch, dtype=torch.long, device=dev)
-        self.repeats = Repeats(plan, batch, dev) if plan.follow_repeats and self.has_kept else None
-        if self.repeats is not None and not self.repeats.active:
+        self.repeats = Repeats(plan, batch, dev)
+        if not self.repeats.targets:  # nothing to copy: no per-note bookkeeping
             self.repeats = None
         # notes of the prompt that sound into the window: a new note may not restrike (and so cut) them
         ring = plan.sounding()

@@ -49,21 +49,26 @@ def repeat_map(kept: np.ndarray, unit: int, units: int) -> dict[int, list[int]]:
     return targets
 
 
+def plan_repeats(plan: Plan) -> tuple[int, dict[int, list[int]]]:
+    """(steps a unit holds, {source unit: its repeats}) of `plan` (no repeats unless it follows them); the
+    decoder copies into them (`Repeats`), and the request budget counts no decisions there
+    (`studio.budget.estimate`)."""
+    unit = unit_bars(plan.bar_steps) * plan.bar_steps
+    if not plan.follow_repeats or not len(plan.kept):
+        return unit, {}
+    return unit, repeat_map(plan.kept, unit, max(1, -(-plan.new_end // unit)))
+
+
 class Repeats:
     """Per variant: the new notes placed so far (host lists) and which units are repeats being copied."""
 
     def __init__(self, plan: Plan, batch: int, device: torch.device):
-        self.unit = unit_bars(plan.bar_steps) * plan.bar_steps
+        self.unit, self.targets = plan_repeats(plan)
         units = max(1, -(-plan.new_end // self.unit))
-        self.targets = repeat_map(plan.kept, self.unit, units)
         self.new_end = plan.new_end
         self.copied = torch.zeros(batch, units, dtype=torch.bool, device=device)  # units filled by copies
         self.notes: list[list[tuple[int, int, int]]] = [[] for _ in range(batch)]  # (onset, key, durvel) a row
         self.last = units - 1
-
-    @property
-    def active(self) -> bool:
-        return bool(self.targets)
 
     def copied_at(self, time: torch.Tensor) -> torch.Tensor:
         """Whether each time of `time` (B,) or (B, N) lies in a unit being copied, per row."""

@@ -83,3 +83,16 @@ def test_an_edit_of_a_span_of_a_long_song_previews_that_span_with_bars_around_it
     assert short.preview is None
     # the budget counts the audio of the window: 10 of 104 bars, no stems
     assert infill.audio_seconds < whole.audio_seconds / 8
+
+
+def test_an_added_part_costs_no_decisions_in_the_songs_repeats(checkpoint_root, monkeypatch):
+    """The decoder copies an added part into the units that repeat earlier ones (model.sampling.repeats): the
+    estimate counts its decisions only outside them."""
+    from tests.model.test_repeats import looped_song
+
+    song = looped_song(times=8)  # two bars, 8 times: 12 of the 16 bars repeat bars two or more bars before
+    request = edit_request("add_part", song, {"part": "brass", "seed": 1}).request
+    with_repeats = B.estimate(request)
+    monkeypatch.setattr(B, "plan_repeats", lambda plan: (plan.bar_steps, {}))
+    without = B.estimate(request)
+    assert with_repeats.steps < 0.5 * without.steps and with_repeats.seconds < without.seconds
