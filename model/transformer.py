@@ -68,35 +68,50 @@ def build_model(cfg: TransformerConfig) -> TransformerWrapper:
 
 
 # ---- fast incremental decoder ---------------------------------------------------------------
-# Up to this many rows the int8 kernel, more a bf16 matmul of the dequantized weights.  `torch._weight_int8pack_mm`
-# reads the weights once per row, so its time grows with the rows; a bf16 matmul (AMX here) costs about the same
-# from 1 to 16 rows.  `pick_kernel_rows` measures the crossover on this machine when a decoder is quantized (4 rows
-# on the 2-core Xeon; a CPU without bf16 matmul units keeps the int8 kernel for longer).
-INT8_KERNEL_ROWS = 4
+@dataclass
+class Kernels:
+    """How the int8 form computes on this CPU (`pick_kernels` measures it when a decoder is first quantized).
+
+    int8_rows: up to this many rows the int8 kernel, more a matmul of the dequantized weights.
+    `torch._weight_int8pack_mm` reads the weights once per row, so its time grows with the rows; a dense matmul
+    costs about the same from 1 to 16 rows.
+    dense: the dequantized weights' dtype. bf16 where the CPU multiplies bf16 natively (AMX on the Xeon: 4 int8
+    rows, then bf16), fp32 where it does not (an AVX2-only EPYC: 8 int8 rows, then fp32; its bf16 matmul cost
+    3 times the fp32 one at 24 rows).
+    cache: the KV cache's and attention's dtype. bf16 reads half the bytes; without native bf16, SDPA on a bf16
+    cache cost 7 times the fp32 one (434 us against 63 us for one query over 500 positions on the EPYC)."""
+    int8_rows: int = 4
+    dense: torch.dtype = torch.bfloat16
+    cache: torch.dtype = torch.bfloat16
+
+
+KERNELS = Kernels()
+_KERNELS_PICKED = False
 
 
 def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
                 dense: torch.Tensor) -> torch.Tensor:
     """x (rows, in) bf16 @ the int8 `weight` (out, in) with its per-row bf16 `scale`, + `bias`: bf16 (rows, out);
-    more than INT8_KERNEL_ROWS rows (a run of kept notes, a prefill) go through `dense`, the dequantized bf16
-    weight."""
-    if x.shape[0] <= INT8_KERNEL_ROWS:
+    more than KERNELS.int8_rows rows (a run of kept notes, a prefill) go through `dense`, the dequantized weight
+    (in KERNELS.dense)."""
+    if x.shape[0] <= KERNELS.int8_rows:
         y = torch._weight_int8pack_mm(x, weight, scale)
-        return y if bias is None else y + bias
-    return F.linear(x, dense, bias)
+    else:
+        y = F.linear(x.to(dense.dtype), dense).to(torch.bfloat16)
+    return y if bias is None else y + bias
 
 
-_KERNEL_ROWS_PICKED = False
-
-
-def pick_kernel_rows(dim: int = 512, candidates=(1, 2, 4, 8, 16), repeats: int = 5) -> int:
-    """Once per process: the most rows at which the int8 kernel is still as fast as the bf16 matmul here, on a
-    `dim` x 4 `dim` layer (the shipped model's feed-forward; best of `repeats`); sets INT8_KERNEL_ROWS."""
+def pick_kernels(dim: int = 512, heads: int = 10, dim_head: int = 64, positions: int = 512,
+                 candidates=(1, 2, 4, 8, 16, 32), repeats: int = 5) -> Kernels:
+    """Once per process: measure this CPU (best of `repeats`) on the shipped model's shapes, a `dim` x 4 `dim`
+    feed-forward layer and one query's attention over `positions`, and set KERNELS: the dense dtype (bf16 or
+    fp32, the faster at the most rows), the most rows at which the int8 kernel is still as fast as that dense
+    matmul, and the attention's dtype (the faster SDPA for one query)."""
     import time
 
-    global INT8_KERNEL_ROWS, _KERNEL_ROWS_PICKED
-    if _KERNEL_ROWS_PICKED:
-        return INT8_KERNEL_ROWS
+    global _KERNELS_PICKED
+    if _KERNELS_PICKED:
+        return KERNELS
 
     def best(fn, *args) -> float:
         fn(*args)
@@ -107,16 +122,25 @@ def pick_kernel_rows(dim: int = 512, candidates=(1, 2, 4, 8, 16), repeats: int =
             times.append(time.perf_counter() - t)
         return min(times)
 
-    lin = Int8Linear(nn.Linear(dim, 4 * dim))
-    rows = 1
     with torch.inference_mode():
+        lin = nn.Linear(dim, 4 * dim)
+        weight, scale = Int8Linear.codes(lin.weight)
+        dense = {dt: (weight.float() * scale.float()[:, None]).to(dt) for dt in (torch.bfloat16, torch.float32)}
+        x = torch.randn(max(candidates), dim)
+        KERNELS.dense = min(dense, key=lambda dt: best(F.linear, x.to(dt), dense[dt]))
+        rows = candidates[0]
         for m in candidates:
-            x = torch.randn(m, dim).to(torch.bfloat16)
-            if best(torch._weight_int8pack_mm, x, lin.weight, lin.scale) > best(F.linear, x, lin.dense):
+            xb = x[:m].to(torch.bfloat16)
+            if best(torch._weight_int8pack_mm, xb, weight, scale) > best(F.linear, x[:m].to(KERNELS.dense), dense[KERNELS.dense]):
                 break
             rows = m
-    INT8_KERNEL_ROWS, _KERNEL_ROWS_PICKED = rows, True
-    return rows
+        KERNELS.int8_rows = rows
+        qkv = torch.randn(3, 1, heads, positions, dim_head)
+        KERNELS.cache = min((torch.bfloat16, torch.float32), key=lambda dt: best(
+            F.scaled_dot_product_attention, qkv[0, :, :, :1].to(dt), qkv[1].to(dt), qkv[2].to(dt)))
+    _KERNELS_PICKED = True
+    log.info("int8 decoder kernels here: %s", KERNELS)
+    return KERNELS
 
 
 class Int8Linear(nn.Module):
@@ -128,14 +152,19 @@ class Int8Linear(nn.Module):
     def __init__(self, lin: nn.Linear, rows: int | None = None):
         """rows: keep only the first `rows` outputs of `lin`."""
         super().__init__()
-        w = lin.weight.detach().float()[:rows]
-        # the scale is rounded to bf16 first (the kernel takes bf16 scales), the codes are rounded against it
-        scale = (w.abs().amax(1).clamp(min=1e-12) / 127).to(torch.bfloat16)
-        codes = torch.round(w / scale.float()[:, None]).clamp(-127, 127)
-        self.register_buffer("weight", codes.to(torch.int8))
+        weight, scale = self.codes(lin.weight[:rows])
+        self.register_buffer("weight", weight)
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().to(torch.bfloat16))
-        self.register_buffer("dense", self.weight.to(torch.bfloat16) * self.scale[:, None])
+        self.register_buffer("dense", (weight.float() * scale.float()[:, None]).to(KERNELS.dense))
+
+    @staticmethod
+    def codes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(out, in) weights -> (int8 codes, per-row bf16 scale).  The scale is rounded to bf16 first (the kernel
+        takes bf16 scales), the codes are rounded against it."""
+        w = w.detach().float()
+        scale = (w.abs().amax(1).clamp(min=1e-12) / 127).to(torch.bfloat16)
+        return torch.round(w / scale.float()[:, None]).clamp(-127, 127).to(torch.int8), scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return int8_matmul(x, *self.tensors)
@@ -151,8 +180,8 @@ class FastDecoder(nn.Module):
 
     cache k, v: (depth, B, heads, max_seq_len, dim_head), preallocated per batch size.  `quantize()` turns the
     decoder into its int8 form (the CPU default): int8 weights (`Int8Linear`), bf16 activations into the
-    matmuls, a bf16 KV cache read by PyTorch's SDPA kernel; the residual stream, layer norms and logits stay
-    fp32.
+    matmuls, a KV cache (bf16, or fp32 on a CPU without native bf16: `Kernels`) read by PyTorch's SDPA kernel;
+    the residual stream, layer norms and logits stay fp32.
     """
 
     def __init__(self, cfg: TransformerConfig, state: dict[str, torch.Tensor], norm_offset: float = 0.0):
@@ -209,19 +238,19 @@ class FastDecoder(nn.Module):
         return cls(cfg, model.state_dict(), norm_offset=offset)
 
     def quantize(self) -> "FastDecoder":
-        """This decoder with int8 weights (`Int8Linear`) in its layers, bf16 activations into them and a bf16 KV
-        cache (CPU: the engine's default there).  The q, k, v matmul drops the rotated-half rows (rope turns the
+        """This decoder with int8 weights (`Int8Linear`) in its layers, bf16 activations into them and the KV cache
+        `pick_kernels` finds fastest on this CPU (the engine's default there).  The q, k, v matmul drops the rotated-half rows (rope turns the
         bf16 q and k themselves: two fifths fewer weights to read); the output layer keeps fp32 weights (bf16
         logits would round by up to 1/16 nat)."""
         if self.int8:
             return self
         c = self.cfg
         inner = c.heads * c.dim_head
+        if self.device.type == "cpu":
+            pick_kernels()
         for layers in (self.qkv, self.out, self.ff1, self.ff2):
             for i, lin in enumerate(layers):
                 layers[i] = Int8Linear(lin, rows=3 * inner if layers is self.qkv else None)
-        if self.device.type == "cpu":
-            pick_kernel_rows()
         # rotate_half as a gather: dims (2i, 2i + 1) take (-x[2i + 1], x[2i]); the sign goes into sin
         rot = c.dim_head // 2
         perm = torch.arange(c.dim_head)
@@ -251,11 +280,12 @@ class FastDecoder(nn.Module):
         return self.emb.weight.device
 
     def reset(self, batch: int) -> None:
-        """Empty the KV cache for `batch` streams (kept in the weights' dtype and device; bf16 when int8)."""
+        """Empty the KV cache for `batch` streams (kept in the weights' dtype and device; when int8, in
+        KERNELS.cache)."""
         c = self.cfg
         shape = (c.depth, batch, c.heads, c.max_seq_len, c.dim_head)
         w = self.emb.weight
-        dtype = torch.bfloat16 if self.int8 else w.dtype
+        dtype = KERNELS.cache if self.int8 else w.dtype
         if self.k_cache is None or self.k_cache.shape != shape or self.k_cache.dtype != dtype \
                 or self.k_cache.device != w.device:
             self.k_cache = torch.zeros(shape, device=w.device, dtype=dtype)
@@ -312,8 +342,7 @@ class FastDecoder(nn.Module):
 
     def _layer_int8(self, x, weights, cos, sin, start: int, end: int) -> torch.Tensor:
         """One layer of the int8 form on x (B, T, D) kept as (B * T, D) rows: fp32 residual and norms, bf16 into
-        the int8 matmuls and attention (SDPA for every query count: on a bf16 cache it reads half the bytes of
-        the fp32 two-matmul path)."""
+        the int8 matmuls, attention (SDPA for every query count) in the cache's dtype (`Kernels.cache`)."""
         c = self.cfg
         B, T, D = x.shape
         bf = torch.bfloat16
@@ -325,12 +354,13 @@ class FastDecoder(nn.Module):
         k_cache[:, :, start:end] = k
         v_cache[:, :, start:end] = y[:, :, 2].transpose(1, 2)
         kk, vv = k_cache[:, :, :end], v_cache[:, :, :end]
+        q = q.to(kk.dtype)
         if T == 1 or start == 0:
             a = F.scaled_dot_product_attention(q, kk, vv, is_causal=T > 1)
         else:
             mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
             a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
-        x = x + int8_matmul(a.transpose(1, 2).reshape(B * T, -1), *out)
+        x = x + int8_matmul(a.transpose(1, 2).reshape(B * T, -1).to(bf), *out)
         x = x + int8_matmul(F.gelu(int8_matmul(torch.layer_norm(x, (D,), g2).to(bf), *ff1)), *ff2)
         return x.view(B, T, D)
 
@@ -351,7 +381,7 @@ class TransformerEngine(Engine):
     def __init__(self, source: str | Path | None = None, quantize: bool | None = None,
                  device: str | torch.device | None = None, dtype: torch.dtype | None = None):
         """On CUDA (used when available) the decoder runs in bf16; on the CPU in its int8 form (`quantize`,
-        default on for the CPU: int8 weights, bf16 activations and KV cache, `FastDecoder.quantize`), else fp32."""
+        default on for the CPU: int8 weights, bf16 activations, the KV cache as `pick_kernels` finds fastest here, `FastDecoder.quantize`), else fp32."""
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.dtype = dtype or (torch.bfloat16 if self.device.type == "cuda" else torch.float32)
         self.quantize = (self.device.type == "cpu" and self.dtype == torch.float32) if quantize is None else quantize

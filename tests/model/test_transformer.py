@@ -6,6 +6,7 @@ import torch
 from x_transformers import AutoregressiveWrapper
 
 import tokenizer as T
+from model import transformer as MT
 from model.engine import GenerationRequest
 from model.sampling.filters import top_k_filter, top_p_filter
 from model.transformer import PRESETS, FastDecoder, TransformerEngine, build_model
@@ -63,9 +64,28 @@ def int8_against_fp32(engine) -> tuple[float, float, float]:
     return float(tv.max()), float(tv.mean()), float((out[0] - out[1]).abs().max())
 
 
-def test_int8_decoder_close_to_fp32(tiny_engine):
+@pytest.mark.parametrize("kernels", [MT.Kernels(4, torch.bfloat16, torch.bfloat16),  # a CPU with native bf16
+                                     MT.Kernels(8, torch.float32, torch.float32),  # an AVX2-only CPU
+                                     MT.Kernels(1, torch.float32, torch.bfloat16)], ids=["bf16", "fp32", "mixed"])
+def test_int8_decoder_close_to_fp32(tiny_engine, kernels, monkeypatch):
+    """Whichever kernels `pick_kernels` finds fastest on the machine, the int8 form stays as close to fp32."""
+    monkeypatch.setattr(MT, "KERNELS", kernels)
+    monkeypatch.setattr(MT, "_KERNELS_PICKED", True)
     tv_max, tv_mean, logit = int8_against_fp32(tiny_engine)
     assert tv_max < INT8_TV_MAX and tv_mean < INT8_TV_MEAN and logit < INT8_LOGIT_MAX, (tv_max, tv_mean, logit)
+
+
+def test_pick_kernels_measures_this_cpu(monkeypatch):
+    """The measured choice is one of the forms the decoder runs, and the decoder then uses it."""
+    monkeypatch.setattr(MT, "KERNELS", MT.Kernels())
+    monkeypatch.setattr(MT, "_KERNELS_PICKED", False)
+    k = MT.pick_kernels(dim=64, heads=2, dim_head=32, positions=64, candidates=(1, 2, 4), repeats=2)
+    assert k is MT.KERNELS and k.int8_rows in (1, 2, 4)
+    assert k.dense in (torch.bfloat16, torch.float32) and k.cache in (torch.bfloat16, torch.float32)
+    assert MT.pick_kernels() is k  # once per process
+    dec = FastDecoder.from_model(PRESETS["tiny"], build_model(PRESETS["tiny"])).eval().quantize()
+    dec.reset(1)
+    assert dec.k_cache.dtype == k.cache and dec.ff1[0].dense.dtype == k.dense
 
 
 @pytest.mark.skipif(not HAS_SHIPPED, reason="no shipped checkpoint")
@@ -80,7 +100,7 @@ def test_int8_is_the_cpu_default_and_calls_no_deprecated_api(tiny_run):
         eng = TransformerEngine(tiny_run / "best", device="cpu")
         assert eng.decoder.int8 and eng.decoder.quantize() is eng.decoder  # quantizing twice changes nothing
         scores = eng.generate(GenerationRequest(groups=("piano",), drums=True, bars=1, variants=2, seed=2))
-    assert eng.decoder.k_cache.dtype == torch.bfloat16 and len(scores) == 2
+    assert eng.decoder.k_cache.dtype == MT.KERNELS.cache and len(scores) == 2
 
 
 @pytest.mark.parametrize("seed", range(12))
