@@ -298,6 +298,26 @@ class FastDecoder(nn.Module):
         self.pos = 0
 
     @torch.inference_mode()
+    def drop(self, start: int, count: int) -> None:
+        """Forget the `count` cached positions from `start`: the later ones move down by `count`, their keys turned
+        back by as many positions (rotary: the key at position p is R(p) k, and R(-count) R(p) = R(p - count)), so
+        reading goes on as if they had been encoded there, each with the context it was read in.  A window that
+        slides this way re-encodes nothing."""
+        end = self.pos
+        if count <= 0 or start + count > end:
+            raise ValueError(f"cannot drop positions {start}-{start + count} of {end}")
+        rot = self.cfg.dim_head // 2
+        cos, sin = self.cos[count].float(), self.sin[count].float()  # (1, 1, Dh): R(count); R(-count) flips sin
+        for cache in (self.k_cache, self.v_cache):
+            moved = cache[:, :, :, start + count:end].float()
+            if cache is self.k_cache:
+                half = torch.zeros_like(moved)  # rotate_half on interleaved pairs: (-x[2i + 1], x[2i])
+                half[..., 0:rot:2], half[..., 1:rot:2] = -moved[..., 1:rot:2], moved[..., 0:rot:2]
+                moved = moved * cos - half * sin
+            cache[:, :, :, start:end - count] = moved.to(cache.dtype)
+        self.pos = end - count
+
+    @torch.inference_mode()
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """tokens (B, T) appended at the cache position; returns logits of the last position (B, V)."""
         c = self.cfg

@@ -5,8 +5,8 @@ that expects one (more probability on style tokens than on shifts after the pref
 from its own distribution over style tokens, rather than decode after a prefix it never saw (its first shift
 was then noise: a silent first bar or more in 12 of 20 results, docs/runs/silent-bars.log).
 All variants run in one batch; a seeded torch.Generator makes a request reproducible.
-Beyond the context window the decoder slides: the prefix plus the most recent half window is
-re-encoded, aligned to whole notes.
+Beyond the context window the decoder slides: the prefix and the most recent half window, aligned to whole notes,
+stay in its cache, moved down (nothing is re-encoded).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def pick_style(decoder, prefix: torch.Tensor, params: SamplingParams, gen: torch
 
 class Window:
     """The decoder's view of the streams: the control prefix plus the body tokens in `buf` (B, max body); past
-    the context window it slides to the prefix plus the most recent half window, aligned to whole notes."""
+    the context window it slides to the prefix plus the most recent half window, aligned to whole notes (`slide`)."""
 
     def __init__(self, decoder, prefix: torch.Tensor, buf: torch.Tensor):
         self.decoder, self.prefix, self.buf = decoder, prefix, buf
@@ -60,8 +60,7 @@ class Window:
 
     def feed(self, start: int, n: int) -> torch.Tensor:
         """The logits after body tokens `buf[:, start:n]` (at least one), which follow the tokens the decoder has
-        read, in one forward call while they fit.  The window slides where feeding one token at a time would
-        slide it (at the first token past the context), so a run fed at once gives the same windows."""
+        read, in one forward call while they fit.  Where the window is full it slides (`slide`) and reads on."""
         while True:
             room = self.ctx - self.decoder.pos
             if n - start <= room:
@@ -69,10 +68,18 @@ class Window:
             if room > 0:
                 self.decoder(self.buf[:, start:start + room])
                 start += room
-            logits = self.prefill(start + 1)  # the window is full: slide, taking in the next token
-            start += 1
-            if start == n:
-                return logits
+            self.slide(start)
+
+    def slide(self, n_body: int) -> None:
+        """The window is full after `n_body` body tokens: keep the prefix and the most recent `keep` body tokens
+        (from a note boundary) in the decoder's cache, moved down (`decoder.drop`), nothing re-encoded.  Each kept
+        token keeps the context it was read in: on the shipped model and long real songs this predicted the next
+        tokens as well as re-encoding the kept half window did (docs/runs/window-slide.md), at none of its cost
+        (a 518-token prefill per 512 tokens read, half the reading of a dense song)."""
+        in_cache = self.decoder.pos - self.prefix.shape[1]
+        kept = min(self.keep, in_cache)
+        kept -= (3 - (n_body - kept) % 3) % 3  # the window's body starts at a note boundary
+        self.decoder.drop(self.prefix.shape[1], in_cache - kept)
 
     def unread(self, count: int) -> None:
         """Forget the last `count` tokens the decoder read (they are rewritten and fed again)."""

@@ -238,3 +238,28 @@ def test_a_request_without_a_style_lets_the_model_pick_one():
         else:
             assert all((w == prefix).all() for w in fake.windows)  # decoded right after the prefix
         assert all(s.style == style and s.length == V.STEPS_PER_BAR for s in scores)  # the pick is not the result's
+
+
+@pytest.mark.parametrize("quantize", [False, True], ids=["fp32", "int8"])
+def test_drop_moves_the_cache_as_if_encoded_there(tiny_engine, quantize):
+    """A slide drops cached positions and turns the later keys back by as many positions: the first layer's keys
+    and values (which read no context) are then those of encoding the kept tokens at their new places, and reading
+    goes on from there."""
+    def decoder():
+        d = FastDecoder.from_model(tiny_engine.cfg, tiny_engine.model).eval()
+        return d.quantize() if quantize else d
+    x = torch.randint(V.SHIFT_OFFSET, V.VOCAB_SIZE, (2, 60))
+    slid, fresh = decoder(), decoder()
+    slid.reset(2)
+    slid(x[:, :50])
+    slid.drop(4, 30)  # keep the 4-token "prefix" and the last 16 tokens
+    assert slid.pos == 20
+    fresh.reset(2)
+    fresh(torch.cat([x[:, :4], x[:, 34:50]], 1))
+    tol = 2e-2 if quantize else 1e-4
+    for cache in ("k_cache", "v_cache"):
+        a, b = getattr(slid, cache)[0, :, :, :20].float(), getattr(fresh, cache)[0, :, :, :20].float()
+        assert torch.allclose(a, b, atol=tol), (cache, float((a - b).abs().max()))
+    assert torch.isfinite(slid(x[:, 50:52]).float()).all() and slid.pos == 22
+    with pytest.raises(ValueError):
+        slid.drop(10, 30)  # past what is cached

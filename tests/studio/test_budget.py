@@ -85,6 +85,18 @@ def test_an_edit_of_a_span_of_a_long_song_previews_that_span_with_bars_around_it
     assert infill.audio_seconds < whole.audio_seconds / 8
 
 
+def test_a_dense_songs_preview_keeps_fewer_bars_around_the_edit(checkpoint_root):
+    """The 20,000-note upload (about 310 notes a bar): its infill of bars 30-31 previews 2 bars before and 1 after, not
+    4 and 2 (those 6 bars would be about 1,900 notes for FluidSynth to play); a song of 2 notes a bar keeps them."""
+    infill = B.estimate(edit_request("infill", dense_song(), {"first_bar": 30, "last_bar": 31, "seed": 1}).request)
+    assert infill.preview == (28, 32)
+    sparse = B.estimate(edit_request("infill", dense_song(notes=800, bars=64, tracks=3),
+                                     {"first_bar": 30, "last_bar": 31, "seed": 1}).request)
+    assert sparse.preview == (26, 33)
+    around = dense_song(notes=3000, bars=64, tracks=3)  # about 47 notes a bar: 1,000 fit in about 21 bars
+    assert B.estimate(edit_request("infill", around, {"first_bar": 30, "last_bar": 31, "seed": 1}).request).preview == (26, 33)
+
+
 def test_an_added_part_costs_no_decisions_in_the_songs_repeats(checkpoint_root, monkeypatch):
     """The decoder copies an added part into the units that repeat earlier ones (model.sampling.repeats): the
     estimate counts its decisions only outside them."""
