@@ -60,7 +60,7 @@ def time_fast(decoder, prompt: torch.Tensor, n: int, seed: int) -> float:
     t = time.perf_counter()
     logits = window.prefill(0)
     for i in range(n):
-        buf[:, i] = tok = sample_token(logits, params, gen)
+        buf[:, i] = sample_token(logits, params, gen)
         logits = window.feed(i, i + 1)
     return time.perf_counter() - t
 
