@@ -5,7 +5,7 @@
 
 1. Decoders, `--tokens` new tokens after a control prefix at each batch size: x-transformers' stock `generate`
    (KV cache), our fast decoder in fp32 and in int8 (`FastDecoder.quantize`: int8 weights, bf16 activations and
-   KV cache; the engine's default on a CPU), and, while torch still ships it, the int8 path it replaced
+   KV cache `pick_kernels` picks; the engine's default on a CPU), and, while torch still ships it, the int8 path it replaced
    (torch.ao `quantize_dynamic`, deprecated), with the ratio to stock (the small model's rows against the same
    stock figure).
 2. The engine against the raw decoder at the same batch (`--engine-batch`): the 8-bar request for piano, guitar,
@@ -31,7 +31,7 @@ from x_transformers import AutoregressiveWrapper
 from model.engine import GenerationRequest
 from model.sampling.decode import Window
 from model.sampling.filters import SamplingParams, sample_token
-from model.transformer import FastDecoder, TransformerEngine
+from model.transformer import KERNELS, FastDecoder, TransformerEngine
 from tokenizer import control_prefix
 from tokenizer import vocab as V
 
@@ -168,7 +168,9 @@ def main(argv=None) -> int:
         out = {"fp32": fp32, "decoders": {"fast decoder fp32": fp32.decoder}}
         if not cuda:
             out["int8"] = TransformerEngine(quantize=True, **kw)
-            out["decoders"]["fast decoder int8 (bf16 act, bf16 KV)"] = out["int8"].decoder
+            k = KERNELS  # as pick_kernels measured this CPU
+            name = f"fast decoder int8 (bf16 act, {str(k.cache)[6:]} KV, {k.int8_rows} int8 rows)"
+            out["decoders"][name] = out["int8"].decoder
             legacy = legacy_int8(fp32)
             if legacy is not None:
                 out["decoders"]["fast decoder int8 legacy (torch.ao dynamic)"] = legacy
