@@ -27,20 +27,10 @@ OPENMSX = "/usr/share/games/openttd/baseset/openmsx/*.mid"
 
 
 class Reencode(Window):
-    """The earlier slide: the prefix and the kept half window encoded afresh, taking in the next token."""
+    """The earlier slide: the prefix and the kept half window encoded afresh."""
 
-    def feed(self, start: int, n: int) -> torch.Tensor:
-        while True:
-            room = self.ctx - self.decoder.pos
-            if n - start <= room:
-                return self.decoder(self.buf[:, start:n])
-            if room > 0:
-                self.decoder(self.buf[:, start:start + room])
-                start += room
-            logits = self.prefill(start + 1)
-            start += 1
-            if start == n:
-                return logits
+    def slide(self, n_body: int) -> None:
+        self.prefill(n_body)
 
 
 def songs(count: int) -> list[tuple[str, object]]:
