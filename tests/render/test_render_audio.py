@@ -168,3 +168,27 @@ def test_a_long_mix_rendered_in_pieces_at_once_is_the_whole_render(tmp_path, mon
     res = render_mp3(score, tmp_path / "long.mp3")
     assert len(calls) == 1
     assert abs(len(decode_audio(res.path)) - frames) <= MP3_FRAME
+
+
+@needs_synth
+def test_the_voice_limit_leaves_a_real_song_as_it_was(tmp_path, monkeypatch):
+    """FluidSynth plays at most POLYPHONY voices at once (fewer than its default of 256, which made dense previews
+    slow): a real multi-part song's render is the same, sample for sample, as with 256; a bar of the dense
+    16-track upload (310 notes) is not, so the limit is in force."""
+    from bench.fair import dense_song
+    from tests.conftest import MIDI_FIXTURES
+    from tokenizer import load_midi
+
+    song = load_midi(next(f for f in MIDI_FIXTURES if f.name == "busy_schedule.mid"))
+    song = song.window(1, 8)
+    midi = to_midi_bytes(song)
+    limited = np.array(audio._synthesize(midi, tmp_path / "a.raw", None, SAMPLE_RATE, 60.0))
+    monkeypatch.setattr(audio, "POLYPHONY", 256)
+    default = np.array(audio._synthesize(midi, tmp_path / "b.raw", None, SAMPLE_RATE, 60.0))
+    assert limited.shape == default.shape and np.abs(limited).max() > 0.01
+    assert np.array_equal(limited, default)
+    dense = to_midi_bytes(dense_song(notes=620, bars=2).window(1, 1))
+    full = np.array(audio._synthesize(dense, tmp_path / "c.raw", None, SAMPLE_RATE, 60.0))
+    monkeypatch.setattr(audio, "POLYPHONY", 128)
+    cut = np.array(audio._synthesize(dense, tmp_path / "d.raw", None, SAMPLE_RATE, 60.0))
+    assert cut.shape != full.shape or not np.array_equal(cut, full)
