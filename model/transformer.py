@@ -70,14 +70,15 @@ def build_model(cfg: TransformerConfig) -> TransformerWrapper:
 # ---- fast incremental decoder ---------------------------------------------------------------
 @dataclass
 class Kernels:
-    """How the int8 form computes on this CPU (`pick_kernels` measures it when a decoder is first quantized).
+    """How the int8 form computes (`FastDecoder.quantize` takes what `pick_kernels` measures on this CPU; the
+    defaults are the choice that was fixed before it, right for a CPU with bf16 units).
 
     int8_rows: up to this many rows the int8 kernel, more a matmul of the dequantized weights.
     `torch._weight_int8pack_mm` reads the weights once per row, so its time grows with the rows; a dense matmul
     costs about the same from 1 to 16 rows.
-    dense: the dequantized weights' dtype. bf16 where the CPU multiplies bf16 natively (AMX on the Xeon: 4 int8
-    rows, then bf16), fp32 where it does not (an AVX2-only EPYC: 8 int8 rows, then fp32; its bf16 matmul cost
-    3 times the fp32 one at 24 rows).
+    dense: the dequantized weights' dtype. bf16 where the CPU multiplies bf16 natively (AMX on the Xeon: the
+    crossover was 4 rows there), fp32 where it does not (an AVX2-only EPYC: 8-16 int8 rows, then fp32; its bf16
+    matmul cost 3 times the fp32 one at 24 rows).
     cache: the KV cache's and attention's dtype. bf16 reads half the bytes; without native bf16, SDPA on a bf16
     cache cost 7 times the fp32 one (434 us against 63 us for one query over 500 positions on the EPYC)."""
     int8_rows: int = 4
@@ -85,16 +86,14 @@ class Kernels:
     cache: torch.dtype = torch.bfloat16
 
 
-KERNELS = Kernels()
-_KERNELS_PICKED = False
+_PICKED: Kernels | None = None  # pick_kernels' measurement, once per process
 
 
 def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-                dense: torch.Tensor) -> torch.Tensor:
+                dense: torch.Tensor, int8_rows: int) -> torch.Tensor:
     """x (rows, in) bf16 @ the int8 `weight` (out, in) with its per-row bf16 `scale`, + `bias`: bf16 (rows, out);
-    more than KERNELS.int8_rows rows (a run of kept notes, a prefill) go through `dense`, the dequantized weight
-    (in KERNELS.dense)."""
-    if x.shape[0] <= KERNELS.int8_rows:
+    more than `int8_rows` rows (a run of kept notes, a prefill) go through `dense`, the dequantized weight."""
+    if x.shape[0] <= int8_rows:
         y = torch._weight_int8pack_mm(x, weight, scale)
     else:
         y = F.linear(x.to(dense.dtype), dense).to(torch.bfloat16)
@@ -104,14 +103,14 @@ def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias
 def pick_kernels(dim: int = 512, heads: int = 10, dim_head: int = 64, positions: int = 512,
                  candidates=(1, 2, 4, 8, 16, 32), repeats: int = 5) -> Kernels:
     """Once per process: measure this CPU (best of `repeats`) on the shipped model's shapes, a `dim` x 4 `dim`
-    feed-forward layer and one query's attention over `positions`, and set KERNELS: the dense dtype (bf16 or
-    fp32, the faster at the most rows), the most rows at which the int8 kernel is still as fast as that dense
-    matmul, and the attention's dtype (the faster SDPA for one query)."""
+    feed-forward layer and one query's attention over `positions`: the dense dtype (bf16 or fp32, the faster at
+    the most rows), the most rows at which the int8 kernel is still as fast as that dense matmul, and the
+    attention's dtype (the faster SDPA for one query)."""
     import time
 
-    global _KERNELS_PICKED
-    if _KERNELS_PICKED:
-        return KERNELS
+    global _PICKED
+    if _PICKED is not None:
+        return _PICKED
 
     def best(fn, *args) -> float:
         fn(*args)
@@ -127,20 +126,18 @@ def pick_kernels(dim: int = 512, heads: int = 10, dim_head: int = 64, positions:
         weight, scale = Int8Linear.codes(lin.weight)
         dense = {dt: (weight.float() * scale.float()[:, None]).to(dt) for dt in (torch.bfloat16, torch.float32)}
         x = torch.randn(max(candidates), dim)
-        KERNELS.dense = min(dense, key=lambda dt: best(F.linear, x.to(dt), dense[dt]))
+        dt = min(dense, key=lambda dt: best(F.linear, x.to(dt), dense[dt]))
         rows = candidates[0]
         for m in candidates:
-            xb = x[:m].to(torch.bfloat16)
-            if best(torch._weight_int8pack_mm, xb, weight, scale) > best(F.linear, x[:m].to(KERNELS.dense), dense[KERNELS.dense]):
+            if best(torch._weight_int8pack_mm, x[:m].to(torch.bfloat16), weight, scale) > best(F.linear, x[:m].to(dt), dense[dt]):
                 break
             rows = m
-        KERNELS.int8_rows = rows
         qkv = torch.randn(3, 1, heads, positions, dim_head)
-        KERNELS.cache = min((torch.bfloat16, torch.float32), key=lambda dt: best(
+        cache = min((torch.bfloat16, torch.float32), key=lambda dt: best(
             F.scaled_dot_product_attention, qkv[0, :, :, :1].to(dt), qkv[1].to(dt), qkv[2].to(dt)))
-    _KERNELS_PICKED = True
-    log.info("int8 decoder kernels here: %s", KERNELS)
-    return KERNELS
+    _PICKED = Kernels(rows, dt, cache)
+    log.info("int8 decoder kernels here: %s", _PICKED)
+    return _PICKED
 
 
 class Int8Linear(nn.Module):
@@ -149,14 +146,17 @@ class Int8Linear(nn.Module):
     memory-bound: a quarter of the fp32 weights' bytes), a bf16 matmul of the dequantized weights (`dense`, kept:
     half the fp32 weights' bytes more) on more (a run of kept notes, a prefill).  Returns bf16."""
 
-    def __init__(self, lin: nn.Linear, rows: int | None = None):
-        """rows: keep only the first `rows` outputs of `lin`."""
+    def __init__(self, lin: nn.Linear, rows: int | None = None, kernels: Kernels | None = None):
+        """rows: keep only the first `rows` outputs of `lin`; kernels: when to use the int8 kernel, and the dense
+        copy's dtype (default: `Kernels()`)."""
         super().__init__()
+        kernels = kernels or Kernels()
+        self.int8_rows = kernels.int8_rows
         weight, scale = self.codes(lin.weight[:rows])
         self.register_buffer("weight", weight)
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().to(torch.bfloat16))
-        self.register_buffer("dense", (weight.float() * scale.float()[:, None]).to(KERNELS.dense))
+        self.register_buffer("dense", (weight.float() * scale.float()[:, None]).to(kernels.dense))
 
     @staticmethod
     def codes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,9 +170,9 @@ class Int8Linear(nn.Module):
         return int8_matmul(x, *self.tensors)
 
     @property
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-        """(weight, scale, bias, dense): `int8_matmul`'s arguments."""
-        return self.weight, self.scale, self.bias, self.dense
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, int]:
+        """(weight, scale, bias, dense, int8_rows): `int8_matmul`'s arguments after x."""
+        return self.weight, self.scale, self.bias, self.dense, self.int8_rows
 
 
 class FastDecoder(nn.Module):
@@ -231,26 +231,26 @@ class FastDecoder(nn.Module):
         self.pos = 0
         self.scale = Dh ** -0.5
         self.int8 = False
+        self.kernels: Kernels | None = None  # the int8 form's (`quantize`)
 
     @classmethod
     def from_model(cls, cfg: TransformerConfig, model: TransformerWrapper) -> "FastDecoder":
         offset = float(getattr(model.attn_layers.final_norm, "unit_offset", False))
         return cls(cfg, model.state_dict(), norm_offset=offset)
 
-    def quantize(self) -> "FastDecoder":
-        """This decoder with int8 weights (`Int8Linear`) in its layers, bf16 activations into them and the KV cache
-        `pick_kernels` finds fastest on this CPU (the engine's default there).  The q, k, v matmul drops the rotated-half rows (rope turns the
+    def quantize(self, kernels: Kernels | None = None) -> "FastDecoder":
+        """This decoder with int8 weights (`Int8Linear`) in its layers, bf16 activations into them, computing as
+        `kernels` says (default: what `pick_kernels` finds fastest on this CPU; the engine's default there).  The q, k, v matmul drops the rotated-half rows (rope turns the
         bf16 q and k themselves: two fifths fewer weights to read); the output layer keeps fp32 weights (bf16
         logits would round by up to 1/16 nat)."""
         if self.int8:
             return self
         c = self.cfg
         inner = c.heads * c.dim_head
-        if self.device.type == "cpu":
-            pick_kernels()
+        self.kernels = kernels or (pick_kernels() if self.device.type == "cpu" else Kernels())
         for layers in (self.qkv, self.out, self.ff1, self.ff2):
             for i, lin in enumerate(layers):
-                layers[i] = Int8Linear(lin, rows=3 * inner if layers is self.qkv else None)
+                layers[i] = Int8Linear(lin, rows=3 * inner if layers is self.qkv else None, kernels=self.kernels)
         # rotate_half as a gather: dims (2i, 2i + 1) take (-x[2i + 1], x[2i]); the sign goes into sin
         rot = c.dim_head // 2
         perm = torch.arange(c.dim_head)
@@ -281,11 +281,11 @@ class FastDecoder(nn.Module):
 
     def reset(self, batch: int) -> None:
         """Empty the KV cache for `batch` streams (kept in the weights' dtype and device; when int8, in
-        KERNELS.cache)."""
+        `kernels.cache`)."""
         c = self.cfg
         shape = (c.depth, batch, c.heads, c.max_seq_len, c.dim_head)
         w = self.emb.weight
-        dtype = KERNELS.cache if self.int8 else w.dtype
+        dtype = self.kernels.cache if self.int8 else w.dtype
         if self.k_cache is None or self.k_cache.shape != shape or self.k_cache.dtype != dtype \
                 or self.k_cache.device != w.device:
             self.k_cache = torch.zeros(shape, device=w.device, dtype=dtype)
@@ -309,7 +309,7 @@ class FastDecoder(nn.Module):
         rot = self.cfg.dim_head // 2
         cos, sin = self.cos[count].float(), self.sin[count].float()  # (1, 1, Dh): R(count); R(-count) flips sin
         for cache in (self.k_cache, self.v_cache):
-            moved = cache[:, :, :, start + count:end].float()
+            moved = cache[:, :, :, start + count:end].to(torch.float32, copy=True)  # the ranges may overlap
             if cache is self.k_cache:
                 half = torch.zeros_like(moved)  # rotate_half on interleaved pairs: (-x[2i + 1], x[2i])
                 half[..., 0:rot:2], half[..., 1:rot:2] = -moved[..., 1:rot:2], moved[..., 0:rot:2]
@@ -362,7 +362,7 @@ class FastDecoder(nn.Module):
 
     def _layer_int8(self, x, weights, cos, sin, start: int, end: int) -> torch.Tensor:
         """One layer of the int8 form on x (B, T, D) kept as (B * T, D) rows: fp32 residual and norms, bf16 into
-        the int8 matmuls, attention (SDPA for every query count) in the cache's dtype (`Kernels.cache`)."""
+        the int8 matmuls, attention (SDPA for every query count) in the cache's dtype (`kernels.cache`)."""
         c = self.cfg
         B, T, D = x.shape
         bf = torch.bfloat16

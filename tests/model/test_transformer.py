@@ -51,12 +51,12 @@ def test_greedy_fast_path_equals_stock_generate(tiny_engine):
 INT8_TV_MAX, INT8_TV_MEAN, INT8_LOGIT_MAX = 0.06, 0.015, 0.5
 
 
-def int8_against_fp32(engine) -> tuple[float, float, float]:
+def int8_against_fp32(engine, kernels: MT.Kernels | None = None) -> tuple[float, float, float]:
     songs = [torch.tensor(T.encode(T.load_midi(f))[:48].astype(np.int64)) for f in MIDI_FIXTURES[:2]]
     x = torch.stack(songs)
     out = []
     for dec in (FastDecoder.from_model(engine.cfg, engine.model).eval(),
-                FastDecoder.from_model(engine.cfg, engine.model).eval().quantize()):
+                FastDecoder.from_model(engine.cfg, engine.model).eval().quantize(kernels)):
         dec.reset(2)
         steps = [dec(x[:, :32])] + [dec(x[:, i:i + 1]) for i in range(32, 44)] + [dec(x[:, 44:48])]
         out.append(torch.stack(steps, 1))
@@ -67,25 +67,23 @@ def int8_against_fp32(engine) -> tuple[float, float, float]:
 @pytest.mark.parametrize("kernels", [MT.Kernels(4, torch.bfloat16, torch.bfloat16),  # a CPU with native bf16
                                      MT.Kernels(8, torch.float32, torch.float32),  # an AVX2-only CPU
                                      MT.Kernels(1, torch.float32, torch.bfloat16)], ids=["bf16", "fp32", "mixed"])
-def test_int8_decoder_close_to_fp32(tiny_engine, kernels, monkeypatch):
+def test_int8_decoder_close_to_fp32(tiny_engine, kernels):
     """Whichever kernels `pick_kernels` finds fastest on the machine, the int8 form stays as close to fp32."""
-    monkeypatch.setattr(MT, "KERNELS", kernels)
-    monkeypatch.setattr(MT, "_KERNELS_PICKED", True)
-    tv_max, tv_mean, logit = int8_against_fp32(tiny_engine)
+    tv_max, tv_mean, logit = int8_against_fp32(tiny_engine, kernels)
     assert tv_max < INT8_TV_MAX and tv_mean < INT8_TV_MEAN and logit < INT8_LOGIT_MAX, (tv_max, tv_mean, logit)
 
 
 def test_pick_kernels_measures_this_cpu(monkeypatch):
     """The measured choice is one of the forms the decoder runs, and the decoder then uses it."""
-    monkeypatch.setattr(MT, "KERNELS", MT.Kernels())
-    monkeypatch.setattr(MT, "_KERNELS_PICKED", False)
+    monkeypatch.setattr(MT, "_PICKED", None)
     k = MT.pick_kernels(dim=64, heads=2, dim_head=32, positions=64, candidates=(1, 2, 4), repeats=2)
-    assert k is MT.KERNELS and k.int8_rows in (1, 2, 4)
+    assert k.int8_rows in (1, 2, 4)
     assert k.dense in (torch.bfloat16, torch.float32) and k.cache in (torch.bfloat16, torch.float32)
     assert MT.pick_kernels() is k  # once per process
     dec = FastDecoder.from_model(PRESETS["tiny"], build_model(PRESETS["tiny"])).eval().quantize()
     dec.reset(1)
-    assert dec.k_cache.dtype == k.cache and dec.ff1[0].dense.dtype == k.dense
+    assert dec.kernels is k and dec.k_cache.dtype == k.cache and dec.ff1[0].dense.dtype == k.dense
+    assert dec.ff1[0].int8_rows == k.int8_rows
 
 
 @pytest.mark.skipif(not HAS_SHIPPED, reason="no shipped checkpoint")
@@ -100,7 +98,7 @@ def test_int8_is_the_cpu_default_and_calls_no_deprecated_api(tiny_run):
         eng = TransformerEngine(tiny_run / "best", device="cpu")
         assert eng.decoder.int8 and eng.decoder.quantize() is eng.decoder  # quantizing twice changes nothing
         scores = eng.generate(GenerationRequest(groups=("piano",), drums=True, bars=1, variants=2, seed=2))
-    assert eng.decoder.k_cache.dtype == MT.KERNELS.cache and len(scores) == 2
+    assert eng.decoder.k_cache.dtype == MT.pick_kernels().cache and len(scores) == 2
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -257,9 +255,17 @@ def test_drop_moves_the_cache_as_if_encoded_there(tiny_engine, quantize):
     fresh.reset(2)
     fresh(torch.cat([x[:, :4], x[:, 34:50]], 1))
     tol = 2e-2 if quantize else 1e-4
-    for cache in ("k_cache", "v_cache"):
-        a, b = getattr(slid, cache)[0, :, :, :20].float(), getattr(fresh, cache)[0, :, :, :20].float()
-        assert torch.allclose(a, b, atol=tol), (cache, float((a - b).abs().max()))
-    assert torch.isfinite(slid(x[:, 50:52]).float()).all() and slid.pos == 22
+
+    def same_first_layer(n: int) -> None:
+        for cache in ("k_cache", "v_cache"):
+            a, b = getattr(slid, cache)[0, :, :, :n].float(), getattr(fresh, cache)[0, :, :, :n].float()
+            assert torch.allclose(a, b, atol=tol), (cache, float((a - b).abs().max()))
+    same_first_layer(20)
+    slid.drop(6, 4)  # the kept positions overlap the ones they move into
+    fresh.reset(2)
+    fresh(torch.cat([x[:, :4], x[:, 34:36], x[:, 40:50]], 1))
+    assert slid.pos == 16
+    same_first_layer(16)
+    assert torch.isfinite(slid(x[:, 50:52]).float()).all() and slid.pos == 18
     with pytest.raises(ValueError):
         slid.drop(10, 30)  # past what is cached
