@@ -5,6 +5,7 @@ of every new MP3 against the piece + RELEASE_TAIL, and what one stem costs as FL
 
     python -m bench.render [--files N] [--bars B] [--engine NAME] [--variants V] [--no-generated]
     python -m bench.render --processes     # long and dense previews: one FluidSynth against one per core
+    python -m bench.render --voices        # FluidSynth's default 256 voices against POLYPHONY, real and dense
 
 Sets: the first N openttd-openmsx songs (/usr/share/games/openttd/baseset/openmsx/*.mid), each cut to its
 first B bars (different songs: quiet and loud ones), and, when the engine loads, the V variants of one
@@ -206,6 +207,52 @@ def processes_set(tmp: Path, repeats: int = 2) -> None:
           f"{share} each (the pipeline's share) {shared:.2f} s")
 
 
+def voices_set(tmp: Path, repeats: int = 2) -> None:
+    """FluidSynth's default 256 voices against `render.audio.POLYPHONY`: per song, the preview's seconds
+    (render_preview, the mix alone, best of `repeats`) and how far the synthesized samples move (the share of
+    their energy that differs, 0: the same samples), for real songs (D_ROMERO's first 40 bars, POP909 003, an
+    openmsx song) and the dense upload's infill and continue preview windows."""
+    from bench.edit import default_song
+    from bench.fair import dense_song
+    from render import audio
+    from tokenizer import load_midi, to_midi_bytes
+    from training.corpus.pop909 import read_song
+
+    limit = audio.POLYPHONY
+    dense = dense_song()
+    songs = [("D_ROMERO, bars 1-40", load_midi(default_song(str(tmp))).window(1, 40))]
+    if os.path.isdir("../shared/data/pop909/003"):
+        songs.append(("POP909 003", read_song("../shared/data/pop909/003").score))
+    msx = sorted(glob.glob(os.path.join(OPENMSX, "*.mid")))
+    if msx:
+        songs.append((os.path.basename(msx[3 % len(msx)]), load_midi(msx[3 % len(msx)])))
+    songs += [("dense upload, bars 28-32 (its infill's preview)", dense.window(28, 32)),
+              ("dense upload, bars 26-33 (8 bars)", dense.window(26, 33))]
+    print(f"\n== FluidSynth voices: 256 against POLYPHONY = {limit} (preview seconds, best of {repeats})")
+    print(f"{'song':48s} {'notes':>6s} {'256':>7s} {limit:>7d} {'ratio':>6s} {'energy moved':>13s}")
+    try:
+        for label, score in songs:
+            seconds, samples = {}, {}
+            for voices in (256, limit):
+                audio.POLYPHONY = voices
+                times = []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    audio.render_preview(score, tmp, "voices", stems=False)
+                    times.append(time.perf_counter() - t0)
+                seconds[voices] = min(times)
+                samples[voices] = np.array(audio._synthesize(to_midi_bytes(score), tmp / f"v{voices}.raw", None,
+                                                             audio.SAMPLE_RATE, 120.0))
+            a, b = samples[256], samples[limit]
+            n = min(len(a), len(b))
+            moved = float(((a[:n] - b[:n]) ** 2).sum() / max((a[:n] ** 2).sum(), 1e-12))
+            shorter = f" (the ring ends {(len(a) - len(b)) / audio.SAMPLE_RATE:.2f} s sooner)" if len(a) != len(b) else ""
+            print(f"{label:48s} {len(score.notes):6d} {seconds[256]:7.2f} {seconds[limit]:7.2f} "
+                  f"{seconds[256] / seconds[limit]:6.2f} {moved:13.2g}{shorter}")
+    finally:
+        audio.POLYPHONY = limit
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=5)
@@ -215,6 +262,8 @@ def main(argv=None) -> int:
     ap.add_argument("--no-generated", action="store_true")
     ap.add_argument("--processes", action="store_true", help="only long and dense previews, one process against "
                     "one per core (needs Freedoom's WAD)")
+    ap.add_argument("--voices", action="store_true", help="only FluidSynth's default 256 voices against "
+                    "render.audio.POLYPHONY, on real songs and the dense upload (needs Freedoom's WAD)")
     args = ap.parse_args(argv)
 
     from render import RenderError
@@ -226,8 +275,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            if args.processes:
-                processes_set(tmp)
+            if args.processes or args.voices:
+                (processes_set if args.processes else voices_set)(tmp)
                 return 0
             bench_set(f"openmsx songs, first {args.bars} bars", list(openmsx_pieces(args.files, args.bars)), tmp)
             if not args.no_generated:

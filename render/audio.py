@@ -86,7 +86,7 @@ SYNTH_GAIN = 0.6  # FluidSynth's master gain (-g); output is float, the loudness
 # FluidSynth's voices at once (its default is 256; past the limit it ends the quietest, oldest voices first).  Real
 # songs stay under 128: POP909 003 and an openmsx song rendered to the same samples with 128 as with 256, and
 # D_ROMERO's first 40 bars differ by 1e-7 of their energy.  The dense 16-track upload's 5-bar preview (1,562 notes)
-# took 1.83 s with 256 and 0.91 s with 128, its level 1.6% lower (one-off fluidsynth runs on the EPYC).
+# took 1.25 s with 256 and 0.84 s with 128 (`python -m bench.render --voices`, docs/runs/bench-render-voices.log).
 POLYPHONY = 128
 MAX_SECONDS = 30 * 60  # refuse to render more than 30 minutes of audio
 MP3_FRAME = 1152  # samples per MPEG-1 Layer III frame
