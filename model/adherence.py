@@ -40,9 +40,10 @@ def new_notes(plan, score: Score) -> np.ndarray:
     they equal the original)."""
     n = score.notes
     n = n[(n["onset"] >= plan.min_time) & (n["onset"] < plan.new_end)]
-    if not len(plan.kept) or not len(n):
+    kept = plan.kept_notes()
+    if not len(kept) or not len(n):
         return n
-    old = {tuple(r) for r in _rows(plan.kept).tolist()}
+    old = {tuple(r) for r in _rows(kept).tolist()}
     return n[np.array([tuple(r) not in old for r in _rows(n).tolist()], bool)]
 
 
@@ -67,7 +68,7 @@ def adherence(request, score: Score) -> dict:
         if heard_new and wanted else None
     out["silent_bars"] = sum(not parts for parts in heard_new)
     if request.prompt is not None:
-        kept = np.concatenate([plan.context, plan.kept, plan.tail])
+        kept = np.concatenate([plan.context, plan.kept_notes(), plan.tail])
         out["prompt_notes_kept"] = H.kept_share(kept, score.notes)
     edit = request.edit_kind
     if edit is not None and edit.new_part:

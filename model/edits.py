@@ -21,12 +21,14 @@ import numbers
 from dataclasses import dataclass
 from typing import Any, ClassVar, Mapping
 
+import numpy as np
+
 from tokenizer import Score
 from tokenizer import harmony as H
 from tokenizer import vocab as V
 
 from .fields import LABELS, RequestError, shown
-from .sampling.plan import Plan, part_density, requested_groups, split_notes
+from .sampling.plan import Plan, part_density, read_groups, requested_groups, split_notes
 
 
 @dataclass(frozen=True)
@@ -187,9 +189,10 @@ class _PartEdit(Edit):
         prompt = req.prompt
         length, notes = prompt.span_steps, prompt.notes
         g = V.GROUPS.index(req.part)
-        kept = notes[notes["group"] != g]
-        groups = sorted(set(prompt.groups) | {g})
-        return Plan.of_song(prompt, kept=kept, allowed=[g], prefix_groups=groups,
+        others = notes[notes["group"] != g]
+        read = np.isin(others["group"], sorted(read_groups(others, length)))  # a dense song: some of its parts
+        groups = sorted({int(x) for x in others["group"][read]} | {g})
+        return Plan.of_song(prompt, kept=others[read], aside=others[~read], allowed=[g], prefix_groups=groups,
                             drums_flag=V.DRUM_GROUP in groups, new_end=length, limit=length,
                             force_at=min(prompt.bar_steps, length // 2), every_bar=True,
                             density=self.density(prompt, g), song_pitch_pull=True, bar_note_divisor=3,

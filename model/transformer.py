@@ -318,8 +318,9 @@ class FastDecoder(nn.Module):
         self.pos = end - count
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, T) appended at the cache position; returns logits of the last position (B, V)."""
+    def forward(self, tokens: torch.Tensor, every: bool = False) -> torch.Tensor:
+        """tokens (B, T) appended at the cache position; returns logits of the last position (B, V), or with
+        `every` of each position (B, T, V): what a scoring pass reads."""
         c = self.cfg
         B, T = tokens.shape
         start = self.pos
@@ -333,7 +334,7 @@ class FastDecoder(nn.Module):
         for weights in self._layers:
             x = layer(x, weights, cos, sin, start, end)
         self.pos = end
-        x = F.layer_norm(x[:, -1], (c.dim,)) * self.gf
+        x = F.layer_norm(x if every else x[:, -1], (c.dim,)) * self.gf
         return self.to_logits(x)
 
     def _layer(self, x, weights, cos, sin, start: int, end: int) -> torch.Tensor:

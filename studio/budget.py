@@ -98,7 +98,7 @@ def preview_bars(plan) -> tuple[int, int] | None:
     if total <= PREVIEW_WHOLE_BARS or plan.min_time <= 0:
         return None
     span = (plan.min_time // bar + 1, -(-plan.new_end // bar))  # the edited bars
-    onsets = np.concatenate([part["onset"] for part in (plan.context, plan.kept, plan.tail)]).astype(np.int64)
+    onsets = np.concatenate([part["onset"] for part in (plan.context, plan.kept, plan.aside, plan.tail)]).astype(np.int64)
     per_bar = np.bincount(onsets // bar, minlength=total + 1)
     lead, tail = PREVIEW_LEAD_BARS, PREVIEW_TAIL_BARS
     while True:
@@ -147,7 +147,7 @@ def estimate(request: GenerationRequest) -> Cost:
     preview = preview_bars(plan)
     previewed = plan.limit if preview is None else (preview[1] - preview[0] + 1) * bar
     seconds_of_music = previewed / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
-    tracks = len(set(plan.allowed) | {int(g) for g in plan.kept["group"]} | {int(g) for g in plan.context["group"]})
+    tracks = len(set(plan.allowed) | {int(g) for part in (plan.context, plan.kept, plan.aside) for g in part["group"]})
     mix = seconds_of_music * request.variants
     stems = mix * max(tracks, 1)
     stems = stems if stems <= STEMS_MAX_SECONDS and preview is None else 0.0

@@ -143,13 +143,16 @@ def _scores(req, plan: Plan, grammar: Grammar, buf: torch.Tensor, n_context: int
     """Each variant's sampled body decoded after the context, with the tail, cut at the piece's end (or where
     the edited song's own last note ends, when that rings past it: an upload keeps its final ring)."""
     scores = []
-    song = np.concatenate([plan.context, plan.kept, plan.tail])
+    song = np.concatenate([plan.context, plan.kept_notes(), plan.tail])
     ring = int((song["onset"] + song["duration"]).max()) if len(song) else 0
     for b in range(buf.shape[0]):
         end = int(grammar.end_len[b]) if grammar.end_len[b] >= 0 else (n - n_context) // 3 * 3
         cont = buf[b, n_context: n_context + end].cpu().numpy()
         notes, _ = decode_notes(cont, start_step=start_time)
-        notes = cut_at(np.concatenate([plan.context, notes, plan.tail]), max(plan.limit, ring))
+        notes = np.concatenate([plan.context, notes, plan.aside, plan.tail])
+        if len(plan.aside):  # the parts not read go back in the song's order
+            notes = notes[np.lexsort((notes["pitch"], notes["group"], notes["onset"]))]
+        notes = cut_at(notes, max(plan.limit, ring))
         scores.append(Score(notes, bpm=plan.bpm, time_signature=plan.time_signature, style=req.style,
                             length=plan.limit))
     return scores

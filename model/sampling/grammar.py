@@ -145,7 +145,8 @@ class Grammar:
         self.density = float(plan.density)
         # the song's grid: positions in the bar where kept notes start in at least two bars (every position
         # without kept notes); the density pull draws new notes only onto it
-        grid = H.song_grid(plan.kept, plan.bar_steps) if len(plan.kept) else np.ones(plan.bar_steps, bool)
+        song = plan.kept_notes()
+        grid = H.song_grid(song, plan.bar_steps) if len(song) else np.ones(plan.bar_steps, bool)
         self.grid = torch.from_numpy(grid).to(dev)
         self._kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # next_kept, until a note
         self._missing: tuple[torch.Tensor, torch.Tensor] | None = None  # missing_groups, until a note

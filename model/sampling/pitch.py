@@ -114,7 +114,8 @@ def pitch_controls(req, plan: Plan) -> tuple[torch.Tensor, torch.Tensor, torch.T
             table = lock.table(g).numpy()  # (C or 1, 128): -inf off the lock, +bias on pulled chord tones
             bar_masks[:, lo:lo + 128] = np.isfinite(table)
             bias[:, lo:lo + 128] = np.where(np.isfinite(table), table, 0.0)
-    song = plan.kept[plan.kept["group"] != V.DRUM_GROUP]
+    song = plan.kept_notes()
+    song = song[song["group"] != V.DRUM_GROUP]
     if plan.song_pitch_pull and key is None and not chords and len(song):  # a part for a song: keep to its notes
         share = np.bincount(song["pitch"].astype(np.int64) % 12, minlength=12) / len(song)
         off = H.pitch_mask(np.flatnonzero(share < SONG_PC_SHARE))

@@ -39,6 +39,9 @@ class Plan:
     context: np.ndarray = field(default_factory=_no_notes)
     kept: np.ndarray = field(default_factory=_no_notes)
     tail: np.ndarray = field(default_factory=_no_notes)
+    # notes in the span kept untouched that the decoder does not read (a dense song's parts past the read budget,
+    # `read_groups`): merged back into every result
+    aside: np.ndarray = field(default_factory=_no_notes)
     played: set[int] = field(default_factory=set)  # groups already heard (not forced again)
     min_time: int = 0
     bar_steps: int = V.STEPS_PER_BAR
@@ -57,6 +60,14 @@ class Plan:
     def of_song(cls, song: Score, **fields) -> "Plan":
         """A plan in `song`'s metre and tempo (`fields`: the rest, by name)."""
         return cls(bar_steps=song.bar_steps, time_signature=song.time_signature, bpm=song.bpm, **fields)
+
+    def kept_notes(self) -> np.ndarray:
+        """Every note in the span the edit keeps, read (`kept`) or not (`aside`), in the song's order: what the
+        song's repeats, pitch classes and grid are measured on."""
+        if not len(self.aside):
+            return self.kept
+        notes = np.concatenate([self.kept, self.aside])
+        return notes[np.lexsort((notes["pitch"], notes["group"], notes["onset"]))]
 
     def sounding(self) -> np.ndarray:
         """The prompt's notes (context, kept and tail) that sound into the decoded span [min_time, new_end): a new
@@ -81,6 +92,43 @@ def part_density(notes: np.ndarray, bar_steps: int) -> float:
     """Notes a bar of a part in the bars where it starts a note (0 without notes)."""
     heard = len(np.unique(notes["onset"].astype(np.int64) // bar_steps))
     return len(notes) / heard if heard else 0.0
+
+
+# A part edit reads the other parts of the song as kept notes: on a CPU each costs reading time (about 1.5 ms a
+# token on one AVX2 core, 3 tokens a note) and a decision where a new note may come before it.  A song with more
+# than READ_NOTES_PER_BAR notes a 4/4 bar in those parts on average (a dense 16-part arrangement: 300) has the
+# model read only some of them, the busiest first; the rest are kept untouched and merged back (`Plan.aside`).
+# Measured with `python -m evaluation.reading` (docs/runs/reading.md): where the model knows a song's style well
+# (two openmsx songs, 1.0 and 1.4 bits a note of the part given every other part), reading only the parts within
+# 32 notes a bar cost up to 0.9 bits a note, within 16 up to 2.7; so the budget spares every real song measured
+# but one (43 notes a bar) and only a dense arrangement's edit reads less.
+READ_NOTES_PER_BAR = 40.0
+FOUNDATION = (V.DRUM_GROUP, V.GROUPS.index("bass"))  # the song's beat and its harmony's roots
+
+
+def read_groups(kept: np.ndarray, length: int, per_bar: float | None = None, order: str = "busiest") -> set[int]:
+    """The groups of `kept` (the other parts of a part edit, over `length` steps) the model reads: all of them
+    while they hold at most `per_bar` (default READ_NOTES_PER_BAR) notes a 4/4 bar on average; else, in `order`,
+    each part that still fits that many (the first one always): "busiest", most notes first (the default: on
+    real songs it cost fewer bits than the other order); "foundation", drums and bass first, then the other parts,
+    fewest notes first."""
+    groups, counts = np.unique(kept["group"].astype(np.int64), return_counts=True)
+    per_bar = READ_NOTES_PER_BAR if per_bar is None else per_bar
+    budget = per_bar * max(length, 1) / V.STEPS_PER_BAR
+    if counts.sum() <= budget:
+        return set(groups.tolist())
+    if order == "foundation":
+        ranked = sorted(zip(groups.tolist(), counts.tolist()), key=lambda gc: (gc[0] not in FOUNDATION, gc[1]))
+    elif order == "busiest":
+        ranked = sorted(zip(groups.tolist(), counts.tolist()), key=lambda gc: -gc[1])
+    else:
+        raise ValueError(f"unknown order {order!r}")
+    chosen, total = set(), 0
+    for g, c in ranked:
+        if not chosen or total + c <= budget:
+            chosen.add(g)
+            total += c
+    return chosen
 
 
 def requested_groups(req) -> list[int]:

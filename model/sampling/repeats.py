@@ -56,7 +56,7 @@ def plan_repeats(plan: Plan) -> tuple[int, dict[int, list[int]]]:
     unit = unit_bars(plan.bar_steps) * plan.bar_steps
     if not plan.follow_repeats or not len(plan.kept):
         return unit, {}
-    return unit, repeat_map(plan.kept, unit, max(1, -(-plan.new_end // unit)))
+    return unit, repeat_map(plan.kept_notes(), unit, max(1, -(-plan.new_end // unit)))
 
 
 class Repeats:

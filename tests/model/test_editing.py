@@ -387,3 +387,50 @@ def test_kept_notes_are_fed_in_runs_with_the_same_music(tiny_engine, monkeypatch
     single = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
     assert max(calls) <= 2  # (a kept note's durvel fixed: the durvel and the pitch again)
     assert single == runs
+
+
+def test_read_groups_reads_a_light_song_whole_and_a_dense_one_in_part():
+    """Every other part is read while they hold at most READ_NOTES_PER_BAR notes a 4/4 bar; past that, the busiest
+    parts first (or drums and bass, then the lightest parts), within the budget (at least one part)."""
+    from model.sampling.plan import READ_NOTES_PER_BAR, read_groups
+
+    bars, per = 8, int(READ_NOTES_PER_BAR)
+    counts = {V.DRUM_GROUP: per // 2, BASS: per // 4, V.GROUPS.index("piano"): per, V.GROUPS.index("strings"): per // 8,
+              V.GROUPS.index("lead"): per // 4}
+    notes = np.zeros(bars * sum(counts.values()), T.NOTE_DTYPE)
+    notes["group"] = np.repeat(list(counts), [bars * c for c in counts.values()])
+    light = notes[notes["group"] != V.GROUPS.index("piano")]
+    steps = bars * V.STEPS_PER_BAR
+    assert read_groups(light[light["group"] != V.GROUPS.index("lead")], steps) == {
+        V.DRUM_GROUP, BASS, V.GROUPS.index("strings")}
+    assert read_groups(notes, steps) == {V.GROUPS.index("piano")}  # the busiest fills the budget
+    assert read_groups(light, steps) == {V.DRUM_GROUP, BASS, V.GROUPS.index("lead")}  # strings would pass it
+    read = read_groups(notes, steps, order="foundation")
+    assert read == {V.DRUM_GROUP, BASS, V.GROUPS.index("strings")}  # 7/8 of the budget; lead would pass it
+    assert read_groups(notes, steps, per_bar=1, order="foundation") == {BASS}  # the lighter foundation part
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_dense_songs_part_edit_reads_some_parts_and_keeps_all(tiny_engine, monkeypatch, seed):
+    """Past the read budget a part edit's plan reads only some parts (its control prefix names only those); the
+    parts it does not read come back note for note, merged in the song's order, with every other note."""
+    from model.sampling import plan as P
+    from model.sampling.plan import plan_request
+
+    monkeypatch.setattr(P, "READ_NOTES_PER_BAR", 2.0)
+    song = whole_song(12)
+    for kw in (dict(edit="add_part", part="guitar"), dict(edit="regenerate_part", part="piano")):
+        req = GenerationRequest(seed=seed, variants=2, prompt=song, **kw).validate()
+        plan = plan_request(req)
+        g = V.GROUPS.index(kw["part"])
+        read = {int(x) for x in plan.kept["group"]}
+        assert len(plan.aside) and read and not read & {int(x) for x in plan.aside["group"]}
+        assert set(plan.prefix_groups) == read | {g}
+        assert len(plan.kept) + len(plan.aside) == int((song.notes["group"] != g).sum())
+        for s in tiny_engine.generate(req):
+            others = s.notes[s.notes["group"] != g]
+            assert rows(others) == rows(song.notes[song.notes["group"] != g])
+            order = np.lexsort((s.notes["pitch"], s.notes["group"], s.notes["onset"]))
+            assert (order == np.arange(len(s.notes))).all()
+            assert adherence(req, s)["part_heard_in_bars"] >= 0.9
+            assert adherence(req, s)["prompt_notes_kept"] == 1.0
