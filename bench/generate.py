@@ -1,12 +1,12 @@
 """Generation speed, every path in one run, interleaved (each repeat times every path once), medians.
 
     python -m bench.generate [--checkpoint DIR] [--small DIR] [--tokens 256] [--batches 1,4] [--repeats 3]
-                             [--threads N] [--engine-batch 4] [--no-engine]
+                             [--threads N] [--engine-batch 4] [--no-engine] [--nll-songs 4]
 
 1. Decoders, `--tokens` new tokens after a control prefix at each batch size: x-transformers' stock `generate`
-   (KV cache), our fast decoder in fp32 and in int8 (`FastDecoder.quantize`: int8 weights, bf16 activations and
-   KV cache `pick_kernels` picks; the engine's default on a CPU; and beside it the bf16 cache and bf16 dense
-   matmul past 4 rows that were fixed before `pick_kernels`), and, while torch still ships it, the int8 path it replaced
+   (KV cache), our fast decoder in fp32 and in int8 (`FastDecoder.quantize`: the kernels `pick_kernels` picks,
+   the engine's default on a CPU; beside it, where that is FBGEMM, the same without it; and the bf16 cache and
+   bf16 dense matmul past 4 rows that were fixed before `pick_kernels`), and, while torch still ships it, the int8 path it replaced
    (torch.ao `quantize_dynamic`, deprecated), with the ratio to stock (the small model's rows against the same
    stock figure).
 2. The engine against the raw decoder at the same batch (`--engine-batch`): the 8-bar request for piano, guitar,
@@ -14,6 +14,7 @@
    sampling, the loop), the engine's decoder alone over the same positions (the same prefix, as many steps,
    sliding at the context as the engine does, a plain softmax draw per token), and stock `generate` on the same
    weights over as many positions as its context holds; tokens/s, engine / raw and each against stock.
+3. With --nll-songs, what the kernels cost in quality: each decoder's mean NLL on held-out real songs.
 Runs on CUDA (bf16) when it is there.
 """
 
@@ -24,6 +25,7 @@ import json
 import statistics
 import time
 import warnings
+from dataclasses import replace
 
 import torch
 import torch.nn as nn
@@ -33,7 +35,7 @@ from model.engine import GenerationRequest
 from model.sampling.decode import Window
 from model.sampling.filters import SamplingParams, sample_token
 from model.transformer import FastDecoder, Kernels, TransformerEngine
-from tokenizer import control_prefix
+from tokenizer import control_prefix, encode_notes
 from tokenizer import vocab as V
 
 ENGINE_REQUEST = dict(groups=("piano", "guitar", "bass"), drums=True, bars=8, seed=11)
@@ -145,6 +147,34 @@ def engine_rows(engine: TransformerEngine, batch: int, repeats: int) -> dict:
             "raw_over_stock": tps["raw"] / tps["stock"]}
 
 
+def nll_rows(decoders: dict, count: int, tokens: int = 4000, chunk: int = 64) -> dict[str, float]:
+    """Each decoder's mean negative log-likelihood (nats a token) of the first `tokens` tokens of `count` held-out
+    real songs (`evaluation.reading.songs`), read `chunk` tokens a call through a sliding window, and its largest
+    distance from the first decoder's on one token; printed side by side."""
+    import numpy as np
+
+    from evaluation.reading import songs, token_nll
+
+    every = torch.arange(V.VOCAB_SIZE)
+    nll: dict[str, list] = {name: [] for name in decoders}
+    picked = songs(count)
+    for _, song in picked:
+        body = encode_notes(song.notes)[:tokens]
+        groups = sorted({int(g) for g in song.notes["group"]} - {V.DRUM_GROUP})
+        prefix = torch.tensor(control_prefix(groups, bool((song.notes["group"] == V.DRUM_GROUP).any()), "game"))[None]
+        for name, dec in decoders.items():
+            nll[name].append(token_nll(dec, prefix, body, [every] * len(body), chunk=chunk))
+    first = np.concatenate(next(iter(nll.values())))
+    print(f"NLL of {len(first):,} tokens of {len(picked)} held-out real songs ({', '.join(n for n, _ in picked)}), "
+          f"read {chunk} tokens a call:")
+    out = {}
+    for name, values in nll.items():
+        v = np.concatenate(values)
+        out[name] = float(v.mean())
+        print(f"  {name:<90}{v.mean():.4f} nats a token; at most {np.abs(v - first).max():.3f} from the first")
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.generate", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", default=None, help="the model (default: the shipped transformer)")
@@ -156,6 +186,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--engine-batch", type=int, default=4)
     p.add_argument("--no-engine", action="store_true", help="only the decoders")
+    p.add_argument("--nll-songs", type=int, default=0,
+                   help="also each decoder's mean NLL on this many held-out real songs (evaluation.reading)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -169,12 +201,18 @@ def main(argv=None) -> int:
         out = {"fp32": fp32, "decoders": {"fast decoder fp32": fp32.decoder}}
         if not cuda:
             out["int8"] = TransformerEngine(quantize=True, **kw)
-            for dec in (out["int8"].decoder,  # as pick_kernels measured this CPU, and as it was fixed before
-                        FastDecoder.from_model(fp32.cfg, fp32.model).eval().quantize(Kernels())):
+            picked = out["int8"].decoder.kernels
+            forms = {"": out["int8"].decoder}  # as pick_kernels measured this CPU, without FBGEMM, and as fixed before
+            if picked.fbgemm:
+                forms[", without FBGEMM"] = replace(picked, fbgemm=False)
+            forms[", fixed before pick_kernels"] = Kernels()
+            for note, dec in forms.items():
+                if isinstance(dec, Kernels):
+                    dec = FastDecoder.from_model(fp32.cfg, fp32.model).eval().quantize(dec)
                 k = dec.kernels
-                fixed = "" if dec is out["int8"].decoder else ", fixed before pick_kernels"
-                out["decoders"][f"fast decoder int8 ({str(k.cache)[6:]} KV, {str(k.dense)[6:]} dense past "
-                                f"{k.int8_rows} rows{fixed})"] = dec
+                how = "FBGEMM every row, fp32 KV" if k.fbgemm else \
+                    f"{str(k.cache)[6:]} KV, {str(k.dense)[6:]} dense past {k.int8_rows} rows"
+                out["decoders"][f"fast decoder int8 ({how}{note})"] = dec
             legacy = legacy_int8(fp32)
             if legacy is not None:
                 out["decoders"]["fast decoder int8 legacy (torch.ao dynamic)"] = legacy
@@ -194,6 +232,8 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"{r['model']:<16}{r['batch']:>5}  {r['path']:<46}{r['tokens_per_s']:>10.0f}{r['ratio']:>9.2f}")
     result = {"device": device, "rows": rows}
+    if args.nll_songs:
+        result["nll"] = nll_rows(big["decoders"], args.nll_songs)
     if not args.no_engine:
         engine = big.get("int8", big["fp32"])
         e = engine_rows(engine, args.engine_batch, args.repeats)

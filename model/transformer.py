@@ -80,19 +80,34 @@ class Kernels:
     crossover was 4 rows there), fp32 where it does not (an AVX2-only EPYC: 8-16 int8 rows, then fp32; its bf16
     matmul cost 3 times the fp32 one at 24 rows).
     cache: the KV cache's and attention's dtype. bf16 reads half the bytes; without native bf16, SDPA on a bf16
-    cache cost 7 times the fp32 one (434 us against 63 us for one query over 500 positions on the EPYC)."""
+    cache cost 7 times the fp32 one (434 us against 63 us for one query over 500 positions on the EPYC).
+    fbgemm: instead of both, FBGEMM's int8 x int8 kernels for every row count (`torch.ops.quantized.
+    linear_dynamic`: each call quantizes its fp32 rows to 7-bit unsigned integers with one scale, multiplies with
+    the int8 weights in int32 and scales back), activations fp32.  On the AVX2-only EPYC a 512 x 2048 layer took
+    48 us for one row against 85 us (`_weight_int8pack_mm`) and half the fp32 matmul's time from 8 to 512 rows;
+    its rounding is coarser (the activations' scale), measured on real songs by `python -m bench.generate`."""
     int8_rows: int = 4
     dense: torch.dtype = torch.bfloat16
     cache: torch.dtype = torch.bfloat16
+    fbgemm: bool = False
+
+    @property
+    def act(self) -> torch.dtype:
+        """The dtype of the activations into the matmuls."""
+        return torch.float32 if self.fbgemm else torch.bfloat16
 
 
 _PICKED: Kernels | None = None  # pick_kernels' measurement, once per process
 
 
 def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
-                dense: torch.Tensor, int8_rows: int) -> torch.Tensor:
+                dense: torch.Tensor | None, int8_rows: int, packed=None) -> torch.Tensor:
     """x (rows, in) bf16 @ the int8 `weight` (out, in) with its per-row bf16 `scale`, + `bias`: bf16 (rows, out);
-    more than `int8_rows` rows (a run of kept notes, a prefill) go through `dense`, the dequantized weight."""
+    more than `int8_rows` rows (a run of kept notes, a prefill) go through `dense`, the dequantized weight.  With
+    `packed` (FBGEMM's prepacked weight and bias, `Kernels.fbgemm`): x fp32, every row count through FBGEMM, fp32
+    out."""
+    if packed is not None:
+        return torch.ops.quantized.linear_dynamic(x, packed, True)
     if x.shape[0] <= int8_rows:
         y = torch._weight_int8pack_mm(x, weight, scale)
     else:
@@ -135,7 +150,15 @@ def pick_kernels(dim: int = 512, heads: int = 10, dim_head: int = 64, positions:
         qkv = torch.randn(3, 1, heads, positions, dim_head)
         cache = min((torch.bfloat16, torch.float32), key=lambda dt: best(
             F.scaled_dot_product_attention, qkv[0, :, :, :1].to(dt), qkv[1].to(dt), qkv[2].to(dt)))
-    _PICKED = Kernels(rows, dt, cache)
+        picked = Kernels(rows, dt, cache)
+        packed = Int8Linear.prepack(weight, scale, lin.bias.detach())
+        if packed is not None:  # FBGEMM where it is faster at one row and at the most rows
+            now = [best(int8_matmul, x[:m].to(torch.bfloat16), weight, scale, None, dense[dt], rows)
+                   for m in (1, max(candidates))]
+            fb = [best(int8_matmul, x[:m], weight, scale, None, None, rows, packed) for m in (1, max(candidates))]
+            if all(f < n for f, n in zip(fb, now)):
+                picked = Kernels(rows, dt, torch.float32, fbgemm=True)
+    _PICKED = picked
     log.info("int8 decoder kernels here: %s", _PICKED)
     return _PICKED
 
@@ -156,7 +179,26 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight", weight)
         self.register_buffer("scale", scale)
         self.register_buffer("bias", None if lin.bias is None else lin.bias.detach().to(torch.bfloat16))
-        self.register_buffer("dense", (weight.float() * scale.float()[:, None]).to(kernels.dense))
+        self.packed = self.prepack(weight, scale, None if lin.bias is None else lin.bias.detach()) \
+            if kernels.fbgemm else None
+        if kernels.fbgemm and self.packed is None:
+            raise RuntimeError("this PyTorch has no FBGEMM kernels (torch.backends.quantized.supported_engines)")
+        dense = None if kernels.fbgemm else (weight.float() * scale.float()[:, None]).to(kernels.dense)
+        self.register_buffer("dense", dense)
+
+    @staticmethod
+    def prepack(weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
+        """FBGEMM's packed form of the int8 codes with their per-row scales and the fp32 bias (the same numbers
+        `_weight_int8pack_mm` reads), or None where this PyTorch has no FBGEMM."""
+        if "fbgemm" not in torch.backends.quantized.supported_engines or weight.device.type != "cpu":
+            return None
+        import warnings
+
+        with warnings.catch_warnings():  # quantized tensors are deprecated in PyTorch, their kernels are not gone
+            warnings.simplefilter("ignore")
+            q = torch._make_per_channel_quantized_tensor(weight, scale.double(), torch.zeros(len(scale),
+                                                         dtype=torch.long), 0)
+            return torch.ops.quantized.linear_prepack(q, None if bias is None else bias.float())
 
     @staticmethod
     def codes(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -170,9 +212,9 @@ class Int8Linear(nn.Module):
         return int8_matmul(x, *self.tensors)
 
     @property
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, int]:
-        """(weight, scale, bias, dense, int8_rows): `int8_matmul`'s arguments after x."""
-        return self.weight, self.scale, self.bias, self.dense, self.int8_rows
+    def tensors(self) -> tuple:
+        """(weight, scale, bias, dense, int8_rows, packed): `int8_matmul`'s arguments after x."""
+        return self.weight, self.scale, self.bias, self.dense, self.int8_rows, self.packed
 
 
 class FastDecoder(nn.Module):
@@ -258,8 +300,8 @@ class FastDecoder(nn.Module):
         sign = torch.ones(c.dim_head)
         sign[0:rot:2] = -1
         self.register_buffer("rot_perm", perm.to(self.cos.device))
-        self.register_buffer("cos16", self.cos.to(torch.bfloat16))
-        self.register_buffer("sin16", (self.sin * sign.to(self.sin.device)).to(torch.bfloat16))
+        self.register_buffer("cos16", self.cos.to(self.kernels.act))
+        self.register_buffer("sin16", (self.sin * sign.to(self.sin.device)).to(self.kernels.act))
         self.int8 = True
         self.k_cache = self.v_cache = None
         return self
@@ -363,10 +405,10 @@ class FastDecoder(nn.Module):
 
     def _layer_int8(self, x, weights, cos, sin, start: int, end: int) -> torch.Tensor:
         """One layer of the int8 form on x (B, T, D) kept as (B * T, D) rows: fp32 residual and norms, bf16 into
-        the int8 matmuls, attention (SDPA for every query count) in the cache's dtype (`kernels.cache`)."""
+        the int8 matmuls (fp32 into FBGEMM's), attention (SDPA for every query count) in the cache's dtype (`kernels.cache`)."""
         c = self.cfg
         B, T, D = x.shape
-        bf = torch.bfloat16
+        bf = self.kernels.act  # bf16, or fp32 into FBGEMM
         qkv, out, ff1, ff2, g1, g2, k_cache, v_cache = weights
         x = x.view(B * T, D)
         y = int8_matmul(torch.layer_norm(x, (D,), g1).to(bf), *qkv).view(B, T, 3, c.heads, c.dim_head)  # q, k, v
