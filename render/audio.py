@@ -545,10 +545,10 @@ def encode_flacs(wavs: list[Path], flacs: list[Path], timeout: float = 120.0) ->
 
 
 # ---- previews ---------------------------------------------------------------------------------
-def _stem_score(score: Score, group: int) -> Score:
-    """The score's notes of one group, lasting as long as the whole piece."""
+def _stem_score(score: Score, groups: int | list[int]) -> Score:
+    """The score's notes of one group (or of several), lasting as long as the whole piece."""
     length = score.length if score.length is not None else score.end_step
-    return Score(score.notes[score.notes["group"] == group], score.bpm, score.time_signature, score.style,
+    return Score(score.notes[np.isin(score.notes["group"], np.atleast_1d(groups))], score.bpm, score.time_signature, score.style,
                  length=length, drum_kit=score.drum_kit)
 
 
@@ -559,30 +559,32 @@ def _check_length(midi: Score | bytes) -> None:
 
 def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None, stem_prefix: str,
             gain_db: float | None, soundfont, rate: int, bitrate: int | None, timeout: float,
-            processes: int | None = None) -> tuple[RenderResult | None, list[Stem]]:
+            processes: int | None = None, stem_groups=None) -> tuple[RenderResult | None, list[Stem]]:
     """The one pipeline behind render_mp3, render_stems and render_preview.  `processes`: how many FluidSynth,
-    lame or ffmpeg processes it may run at once (default CORES; less when other renders share the cores)."""
+    lame or ffmpeg processes it may run at once (default CORES; less when other renders share the cores).
+    `stem_groups`: the groups to write stems of (None: every group; the mix is then their sum)."""
     processes = max(1, processes or CORES)
     t0 = time.perf_counter()
     if stem_folder is not None and not isinstance(midi, Score):
         raise TypeError("stems need a Score (its instrument groups), not MIDI bytes")
     _check_length(midi)
     frames = preview_frames(midi, rate)
-    groups = midi.groups if stem_folder is not None else []
+    groups = [g for g in midi.groups if stem_groups is None or g in stem_groups] if stem_folder is not None else []
     with tempfile.TemporaryDirectory(prefix="render-") as tmp_name:
         tmp = Path(tmp_name)
-        if groups:
+        if groups and len(groups) == len(midi.groups):
             parts = _stem_parts(midi, frames, tmp, soundfont, rate, timeout, processes)
             mix = parts[0].copy()
             for part in parts[1:]:
                 mix += part
             peak = max(_peak_db(p) for p in parts + [mix])
-        elif isinstance(midi, Score) and frames > PARALLEL_SECONDS * rate and len(midi.notes) and processes > 1:
-            mix = _fit(_synthesize_parts(midi, frames, tmp, soundfont, rate, timeout, processes), frames, rate)
-            parts, peak = [], _peak_db(mix)
+        elif groups:  # some groups' stems: those rendered on their own, the mix whole
+            mix, _ = _render_mix(midi, frames, tmp, soundfont, rate, timeout, processes)
+            parts = _stem_parts(_stem_score(midi, groups), frames, tmp, soundfont, rate, timeout, processes)
+            peak = max(_peak_db(p) for p in parts + [mix])
         else:
-            mix = _fit(_synthesize(_midi_bytes(midi), tmp / "mix.f32", soundfont, rate, timeout), frames, rate)
-            parts, peak = [], _peak_db(mix)
+            mix, peak = _render_mix(midi, frames, tmp, soundfont, rate, timeout, processes)
+            parts = []
         limited = False
         z = block_powers(mix, rate) if gain_db is None or mp3_path is not None else None
         if gain_db is None:
@@ -607,6 +609,16 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
     return result, stems
 
 
+def _render_mix(midi: Score | bytes, frames: int, tmp: Path, soundfont, rate: int, timeout: float,
+                processes: int) -> tuple[np.ndarray, float]:
+    """The whole piece's audio (frames, 2), a long one in pieces one FluidSynth a core; and its peak (dB)."""
+    if isinstance(midi, Score) and frames > PARALLEL_SECONDS * rate and len(midi.notes) and processes > 1:
+        mix = _fit(_synthesize_parts(midi, frames, tmp, soundfont, rate, timeout, processes), frames, rate)
+    else:
+        mix = _fit(_synthesize(_midi_bytes(midi), tmp / "mix.f32", soundfont, rate, timeout), frames, rate)
+    return mix, _peak_db(mix)
+
+
 def render_mp3(midi: Score | bytes, mp3_path: str | os.PathLike, soundfont: str | os.PathLike | None = None,
                bitrate: int | None = None, timeout: float = 120.0, rate: int = SAMPLE_RATE) -> RenderResult:
     """MIDI (Score or bytes) -> MP3 at `mp3_path`: the piece + RELEASE_TAIL, at TARGET_LUFS (see the module)."""
@@ -616,16 +628,18 @@ def render_mp3(midi: Score | bytes, mp3_path: str | os.PathLike, soundfont: str 
 
 def render_preview(score: Score, folder: str | os.PathLike, stem: str, stems: bool = True,
                    soundfont: str | os.PathLike | None = None, bitrate: int | None = None, timeout: float = 120.0,
-                   rate: int = SAMPLE_RATE, processes: int | None = None) -> tuple[RenderResult, list[Stem]]:
+                   rate: int = SAMPLE_RATE, processes: int | None = None,
+                   stem_groups: list[int] | None = None) -> tuple[RenderResult, list[Stem]]:
     """The mix `folder/stem.mp3` and, with `stems`, per instrument group `folder/stem-GROUP.flac` and
     `folder/stem-GROUP.mid` (the folder is made when missing), from FluidSynth runs of the groups: the mix is the sum
-    of the stems, all with one gain.
+    of the stems, all with one gain.  `stem_groups`: stems of these groups only (a part edit's new part: the
+    other parts are the song's own), rendered beside the whole mix.
     Without `stems` (or for a score without notes) it is render_mp3 and the list is empty.  `processes`: the
     programs it runs at once (default one per core; the page's variants, rendered side by side, share them)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return _render(score, folder / f"{stem}.mp3", folder if stems else None, stem, None, soundfont, rate,
-                   bitrate, timeout, processes)
+                   bitrate, timeout, processes, stem_groups)
 
 
 def render_stems(score: Score, folder: str | os.PathLike, stem_prefix: str, gain_db: float | None = None,

@@ -148,6 +148,8 @@ def estimate(request: GenerationRequest) -> Cost:
     previewed = plan.limit if preview is None else (preview[1] - preview[0] + 1) * bar
     seconds_of_music = previewed / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
     tracks = len(set(plan.allowed) | {int(g) for part in (plan.context, plan.kept, plan.aside) for g in part["group"]})
+    if request.edit_kind is not None and request.edit_kind.new_part:  # the new part's stem only
+        tracks = 1
     mix = seconds_of_music * request.variants
     stems = mix * max(tracks, 1)
     stems = stems if stems <= STEMS_MAX_SECONDS and preview is None else 0.0
