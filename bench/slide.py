@@ -2,6 +2,7 @@
 re-encoding the kept half window (the way it slid before), on long real songs the shipped model never trained on.
 
     python -m bench.slide [--tokens 3600] [--songs 5]
+    python -m bench.slide --windows 1024 768 512 [--tokens 5000]     # how long a window decoding needs
 
 Each song (held-out POP909 songs of the realtest split, D_ROMERO of Freedoom, an openmsx song) is read a token at
 a time through `model.sampling.decode.Window` with the shipped int8 decoder, as an edit reads kept notes. Printed
@@ -65,11 +66,42 @@ def read(decoder, window_class, prefix: torch.Tensor, body: np.ndarray) -> tuple
     return nll, time.perf_counter() - t
 
 
+def compare_windows(windows: list[int], count: int, tokens: int) -> int:
+    """Per window length: the mean NLL (nats a token) of each song's tokens past the first max(windows), read 64
+    tokens a call through a `Window` that keeps that many positions in view, and the seconds it took."""
+    from evaluation.reading import token_nll
+    from model.engine import get_engine
+    from tokenizer import control_prefix, encode_notes
+    from tokenizer import vocab as V
+
+    decoder = get_engine("transformer").decoder
+    every = torch.arange(V.VOCAB_SIZE)
+    picked = songs(count)
+    skip = max(windows)
+    for length in windows:
+        decoder.window = length
+        nll, t = [], time.perf_counter()
+        for _, s in picked:
+            body = encode_notes(s.notes)[:tokens]
+            groups = sorted({int(g) for g in s.notes["group"]} - {V.DRUM_GROUP})
+            drums = bool((s.notes["group"] == V.DRUM_GROUP).any())
+            prefix = torch.tensor(control_prefix(groups, drums, s.style if s.style in V.STYLES else None))[None]
+            nll.append(token_nll(decoder, prefix, body, [every] * len(body), chunk=64)[skip:])
+        v = np.concatenate(nll)
+        print(f"window {length}: {v.mean():.4f} nats a token over {len(v):,} tokens of {len(picked)} songs (past the "
+              f"first {skip}); read in {time.perf_counter() - t:.1f} s", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.slide", description=__doc__.split("\n\n")[0])
     p.add_argument("--tokens", type=int, default=3600, help="tokens read of each song")
     p.add_argument("--songs", type=int, default=5)
+    p.add_argument("--windows", type=int, nargs="+", default=None,
+                   help="instead: the NLL with each of these window lengths (positions in view), read 64 tokens a call")
     args = p.parse_args(argv)
+    if args.windows:
+        return compare_windows(args.windows, args.songs, args.tokens)
     from model.engine import get_engine
     from tokenizer import control_prefix, encode_notes
     from tokenizer import vocab as V

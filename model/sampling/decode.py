@@ -47,7 +47,7 @@ class Window:
 
     def __init__(self, decoder, prefix: torch.Tensor, buf: torch.Tensor):
         self.decoder, self.prefix, self.buf = decoder, prefix, buf
-        self.ctx = decoder.cfg.max_seq_len
+        self.ctx = getattr(decoder, "window", decoder.cfg.max_seq_len)  # the positions it attends to (`FastDecoder`)
         self.keep = max(3, (self.ctx - prefix.shape[1]) // 2 // 3 * 3)  # body tokens kept when sliding
 
     def prefill(self, n_body: int) -> torch.Tensor:

@@ -121,6 +121,20 @@ def test_int8_is_the_cpu_default_and_calls_no_deprecated_api(tiny_run):
     assert eng.decoder.k_cache.dtype == MT.pick_kernels().cache and len(scores) == 2
 
 
+def test_decoding_keeps_at_most_its_window_in_view(tiny_engine, monkeypatch):
+    """On a CPU the engine's decoder keeps at most CPU_WINDOW positions in view (its context when shorter), and
+    decoding slides there: a long piece never holds more positions, and it still decodes to its end."""
+    dec = tiny_engine.decoder
+    assert dec.window == min(MT.CPU_WINDOW, tiny_engine.cfg.max_seq_len)
+    monkeypatch.setattr(dec, "window", 48)
+    held = []
+    forward = type(dec).forward
+    monkeypatch.setattr(type(dec), "forward", lambda self, tokens, every=False: (
+        held.append(self.pos + tokens.shape[1]), forward(self, tokens, every))[1])
+    (s,) = tiny_engine.generate(GenerationRequest(groups=("piano", "bass"), drums=True, bars=4, variants=1, seed=3))
+    assert max(held) <= 48 and len(held) > 48 // 3 and s.length == 4 * V.STEPS_PER_BAR
+
+
 @pytest.mark.parametrize("seed", range(12))
 def test_controls_always_hold(tiny_engine, seed):
     rng = np.random.default_rng(seed)

@@ -57,7 +57,8 @@ def test_k_filter_is_the_two_biquads():
             y[n] = (b[0] * want[n] + (b[1] * want[n - 1] if n else 0) + (b[2] * want[n - 2] if n > 1 else 0)
                     - (a[1] * y[n - 1] if n else 0) - (a[2] * y[n - 2] if n > 1 else 0))
         want = y
-    assert np.abs(k_filter(x[:, None], rate)[:, 0] - want).max() < 1e-8
+    # float32 arithmetic (the samples are 16-bit audio: 3e-5 a step), of a signal of unit variance
+    assert np.abs(k_filter(x[:, None], rate)[:, 0] - want).max() < 1e-5
 
 
 def test_gates():
