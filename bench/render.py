@@ -6,6 +6,7 @@ of every new MP3 against the piece + RELEASE_TAIL, and what one stem costs as FL
     python -m bench.render [--files N] [--bars B] [--engine NAME] [--variants V] [--no-generated]
     python -m bench.render --processes     # long and dense previews: one FluidSynth against one per core
     python -m bench.render --voices        # FluidSynth's default 256 voices against POLYPHONY, real and dense
+    python -m bench.render --part-stem     # a part edit's preview: every part's stems against the new part's
 
 Sets: the first N openttd-openmsx songs (/usr/share/games/openttd/baseset/openmsx/*.mid), each cut to its
 first B bars (different songs: quiet and loud ones), and, when the engine loads, the V variants of one
@@ -207,6 +208,36 @@ def processes_set(tmp: Path, repeats: int = 2) -> None:
           f"{share} each (the pipeline's share) {shared:.2f} s")
 
 
+def part_stem_set(tmp: Path, repeats: int = 2) -> None:
+    """A part edit's preview, best of `repeats`: the whole mix with every part's stems (as before) against the mix
+    with the new part's stem only (`render_preview` stem_groups, what studio.pipeline renders for a part edit),
+    and the mix alone: the dense 20,000-note upload with its piano, and D_ROMERO with its busiest part."""
+    from bench.edit import default_song
+    from bench.fair import dense_song
+    from render import render_preview
+    from tokenizer import load_midi
+    from tokenizer import vocab as V
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    romero = load_midi(default_song(str(tmp)))
+    busiest = max(romero.groups, key=lambda g: int((romero.notes["group"] == g).sum()))
+    print(f"\n== a part edit's preview (best of {repeats} seconds)")
+    print(f"{'song':44s} {'every stem':>11s} {'one stem':>9s} {'no stem':>8s}")
+    for label, score, group in (("dense upload, 12 parts, 2.1 minutes (piano)", dense_song(), V.GROUPS.index("piano")),
+                                (f"D_ROMERO, 7 parts, 8.7 minutes ({V.GROUPS[busiest]})", romero, busiest)):
+        every = best(lambda s=score: render_preview(s, tmp / "every", "v"))
+        one = best(lambda s=score, g=group: render_preview(s, tmp / "one", "v", stem_groups=[g]))
+        none = best(lambda s=score: render_preview(s, tmp / "none", "v", stems=False))
+        print(f"{label:44s} {every:11.2f} {one:9.2f} {none:8.2f}")
+
+
 def voices_set(tmp: Path, repeats: int = 2) -> None:
     """FluidSynth's default 256 voices against `render.audio.POLYPHONY`: per song, the preview's seconds
     (render_preview, the mix alone, best of `repeats`) and how far the synthesized samples move (the share of
@@ -264,6 +295,8 @@ def main(argv=None) -> int:
                     "one per core (needs Freedoom's WAD)")
     ap.add_argument("--voices", action="store_true", help="only FluidSynth's default 256 voices against "
                     "render.audio.POLYPHONY, on real songs and the dense upload (needs Freedoom's WAD)")
+    ap.add_argument("--part-stem", action="store_true", help="only a part edit's preview: every part's stems "
+                    "against the new part's (needs Freedoom's WAD)")
     args = ap.parse_args(argv)
 
     from render import RenderError
@@ -275,8 +308,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            if args.processes or args.voices:
-                (processes_set if args.processes else voices_set)(tmp)
+            if args.processes or args.voices or args.part_stem:
+                (processes_set if args.processes else voices_set if args.voices else part_stem_set)(tmp)
                 return 0
             bench_set(f"openmsx songs, first {args.bars} bars", list(openmsx_pieces(args.files, args.bars)), tmp)
             if not args.no_generated:
