@@ -28,7 +28,7 @@ from tokenizer import harmony as H
 from tokenizer import vocab as V
 
 from .fields import LABELS, RequestError, shown
-from .sampling.plan import Plan, part_density, read_groups, requested_groups, split_notes
+from .sampling.plan import READ_NOTES_PER_BAR, Plan, part_density, read_groups, requested_groups, split_notes
 
 
 @dataclass(frozen=True)
@@ -161,6 +161,10 @@ class Continue(Edit):
 DEFAULT_EDIT = Continue.name  # what a prompt without an edit gets
 
 
+DENSE_HELP = (f" In a dense song (over {READ_NOTES_PER_BAR:.0f} notes a bar in its other parts) the model listens "
+              f"to its busiest parts only; the others stay as they are. The stems hold the new part's audio.")
+
+
 class _PartEdit(Edit):
     """One part written over the whole song, every other note kept; the part is heard in every bar, pulled
     towards `density` notes a bar and, without a key or chords, to the song's pitch classes."""
@@ -208,7 +212,7 @@ class AddPart(_PartEdit):
     flag = "--add-part"
     flag_help = "add this part to the prompt's bars"
     help = ("Add a part to a MIDI song: every note of the song stays; a new part plays along over all its bars, "
-            "and where the song repeats a bar, the part repeats what it played there.")
+            "and where the song repeats a bar, the part repeats what it played there." + DENSE_HELP)
     returns = "the MIDI with the new part"
     fields = (EditField("part", "part", "strings", "Part",
                         f"the part to add, one of {PART_HELP} (the song must not have it yet)."),)
@@ -234,7 +238,7 @@ class RegeneratePart(_PartEdit):
     flag = "--regenerate-part"
     flag_help = "write this part of the prompt anew"
     help = ("Regenerate one part of a MIDI song: that part is written anew, every other note stays; where the song "
-            "repeats a bar, the new part repeats what it played there.")
+            "repeats a bar, the new part repeats what it played there." + DENSE_HELP)
     returns = "the MIDI with the part regenerated"
     fields = (EditField("part", "part", "bass", "Part",
                         "the part to write anew (the song must have it), e.g. bass or drums."),)
