@@ -158,6 +158,16 @@ def stem_formats(tmp: Path) -> None:
         print(f"{label:36s} {sec:10.3f} {kb:11.0f}")
 
 
+def best(fn, repeats: int) -> float:
+    """The least of `repeats` timings of fn() (seconds)."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
 def processes_set(tmp: Path, repeats: int = 2) -> None:
     """Long and dense previews with FluidSynth (and the encoders) in one process against one per core, best of
     `repeats`: D_ROMERO of Freedoom (8.7 minutes) as a mix, the dense 20,000-note upload with its stems, the
@@ -169,14 +179,6 @@ def processes_set(tmp: Path, repeats: int = 2) -> None:
     from render import render_preview
     from render.audio import CORES
     from studio.pipeline import RENDER_WORKERS
-
-    def best(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
 
     dense = dense_song()
     page = [score for _, score in openmsx_pieces(4, 8)]
@@ -200,10 +202,10 @@ def processes_set(tmp: Path, repeats: int = 2) -> None:
     print(f"\n== FluidSynth, lame and ffmpeg in 1 process or {CORES} at once (best of {repeats} seconds)")
     print(f"{'preview':40s} {'1':>7s} {CORES:>7d} {'ratio':>6s}")
     for label, fn in rows:
-        one, many = best(lambda fn=fn: fn(1)), best(lambda fn=fn: fn(CORES))
+        one, many = best(lambda fn=fn: fn(1), repeats), best(lambda fn=fn: fn(CORES), repeats)
         print(f"{label:40s} {one:7.2f} {many:7.2f} {one / many:6.2f}")
     share = max(1, CORES // min(len(page), RENDER_WORKERS))
-    own, shared = best(lambda: side_by_side(CORES)), best(lambda: side_by_side(share))
+    own, shared = best(lambda: side_by_side(CORES), repeats), best(lambda: side_by_side(share), repeats)
     print(f"{len(page)} page variants with stems, side by side: {CORES} processes each {own:.2f} s, "
           f"{share} each (the pipeline's share) {shared:.2f} s")
 
@@ -218,23 +220,15 @@ def part_stem_set(tmp: Path, repeats: int = 2) -> None:
     from tokenizer import load_midi
     from tokenizer import vocab as V
 
-    def best(fn) -> float:
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return min(times)
-
     romero = load_midi(default_song(str(tmp)))
     busiest = max(romero.groups, key=lambda g: int((romero.notes["group"] == g).sum()))
     print(f"\n== a part edit's preview (best of {repeats} seconds)")
     print(f"{'song':44s} {'every stem':>11s} {'one stem':>9s} {'no stem':>8s}")
     for label, score, group in (("dense upload, 12 parts, 2.1 minutes (piano)", dense_song(), V.GROUPS.index("piano")),
                                 (f"D_ROMERO, 7 parts, 8.7 minutes ({V.GROUPS[busiest]})", romero, busiest)):
-        every = best(lambda s=score: render_preview(s, tmp / "every", "v"))
-        one = best(lambda s=score, g=group: render_preview(s, tmp / "one", "v", stem_groups=[g]))
-        none = best(lambda s=score: render_preview(s, tmp / "none", "v", stems=False))
+        every = best(lambda s=score: render_preview(s, tmp / "every", "v"), repeats)
+        one = best(lambda s=score, g=group: render_preview(s, tmp / "one", "v", stem_groups=[g]), repeats)
+        none = best(lambda s=score: render_preview(s, tmp / "none", "v", stems=False), repeats)
         print(f"{label:44s} {every:11.2f} {one:9.2f} {none:8.2f}")
 
 
