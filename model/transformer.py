@@ -84,7 +84,8 @@ class Kernels:
     fbgemm: instead of both, FBGEMM's int8 x int8 kernels for every row count (`torch.ops.quantized.
     linear_dynamic`: each call quantizes its fp32 rows to 7-bit unsigned integers with one scale, multiplies with
     the int8 weights in int32 and scales back), activations fp32.  On the AVX2-only EPYC a 512 x 2048 layer took
-    48 us for one row against 85 us (`_weight_int8pack_mm`) and half the fp32 matmul's time from 8 to 512 rows;
+    48 us for one row against 85 us (`_weight_int8pack_mm`) and half the fp32 matmul's time from 8 to 512 rows
+    (one-off micro-timings);
     its rounding is coarser (the activations' scale), measured on real songs by `python -m bench.generate`."""
     int8_rows: int = 4
     dense: torch.dtype = torch.bfloat16
