@@ -68,8 +68,7 @@ def adherence(request, score: Score) -> dict:
         if heard_new and wanted else None
     out["silent_bars"] = sum(not parts for parts in heard_new)
     if request.prompt is not None:
-        kept = np.concatenate([plan.context, plan.kept_notes(), plan.tail])
-        out["prompt_notes_kept"] = H.kept_share(kept, score.notes)
+        out["prompt_notes_kept"] = H.kept_share(plan.song_notes(), score.notes)
     edit = request.edit_kind
     if edit is not None and edit.new_part:
         g = V.GROUPS.index(request.part)

@@ -57,6 +57,10 @@ RENDER_SECONDS_PER_TRACK_SECOND = 0.02  # a stem
 MIX_SECONDS_PER_SECOND = 0.045  # the mix's MP3 (every part at once): D_ROMERO's 8.7 minutes in 24.3-24.8 s
 OVERHEAD_SECONDS = 1.0
 STEMS_MAX_SECONDS = 40 * 60  # stems of one request: at most this much audio (tracks x seconds, all variants)
+# a part edit writes every part's stem up to this much audio, past it its new part's only (the song's other parts
+# are unchanged, and rendering them alone again was most of a long or dense song's edit: the dense upload's preview
+# took 23.9 s with its 12 stems, 8.7 s with the new part's, `python -m bench.render --part-stem`)
+PART_STEMS_SECONDS = 10 * 60
 
 
 @dataclass(frozen=True)
@@ -98,7 +102,7 @@ def preview_bars(plan) -> tuple[int, int] | None:
     if total <= PREVIEW_WHOLE_BARS or plan.min_time <= 0:
         return None
     span = (plan.min_time // bar + 1, -(-plan.new_end // bar))  # the edited bars
-    onsets = np.concatenate([part["onset"] for part in (plan.context, plan.kept, plan.aside, plan.tail)]).astype(np.int64)
+    onsets = plan.song_notes()["onset"].astype(np.int64)
     per_bar = np.bincount(onsets // bar, minlength=total + 1)
     lead, tail = PREVIEW_LEAD_BARS, PREVIEW_TAIL_BARS
     while True:
@@ -147,17 +151,32 @@ def estimate(request: GenerationRequest) -> Cost:
     preview = preview_bars(plan)
     previewed = plan.limit if preview is None else (preview[1] - preview[0] + 1) * bar
     seconds_of_music = previewed / V.STEPS_PER_QUARTER * 60.0 / plan.bpm
-    tracks = len(set(plan.allowed) | {int(g) for part in (plan.context, plan.kept, plan.aside) for g in part["group"]})
-    if request.edit_kind is not None and request.edit_kind.new_part:  # the new part's stem only
-        tracks = 1
+    tracks = max(1, len(set(plan.allowed) | {int(g) for g in plan.song_notes()["group"]}))
     mix = seconds_of_music * request.variants
-    stems = mix * max(tracks, 1)
-    stems = stems if stems <= STEMS_MAX_SECONDS and preview is None else 0.0
+    groups, _ = stem_groups(request, mix, mix * tracks)
+    stems = 0.0 if preview is not None else mix * (tracks if groups is None else len(groups))
     audio = mix + stems
     seconds = OVERHEAD_SECONDS + generation + mix * MIX_SECONDS_PER_SECOND + stems * RENDER_SECONDS_PER_TRACK_SECOND
     if getattr(request, "loop", False):
         seconds += request.variants * (LOOP_SECONDS_PER_VARIANT + LOOP_SECONDS_PER_BAR * plan.limit / bar)
     return Cost(steps, 3 * len(plan.context), kept, audio, seconds, plan.span_bars, preview)
+
+
+def stem_groups(request: GenerationRequest, seconds: float, every: float) -> tuple[list[int] | None, str | None]:
+    """Which stems a request of `seconds` of music (all variants) writes, when every part's would hold `every`
+    seconds of audio: None, every part's (up to STEMS_MAX_SECONDS; a part edit up to PART_STEMS_SECONDS); [group],
+    a part edit's new part's only; [], none.  And the note that tells the musician (None for every part's)."""
+    edit = request.edit_kind
+    part_edit = edit is not None and edit.new_part
+    if every <= (PART_STEMS_SECONDS if part_edit else STEMS_MAX_SECONDS):
+        return None, None
+    if part_edit and seconds <= STEMS_MAX_SECONDS:
+        return [V.GROUPS.index(request.part)], (
+            f"stems: the new {request.part} part's only; every part's would hold {every / 60:.0f} minutes of audio "
+            f"(an added or regenerated part writes them up to {PART_STEMS_SECONDS // 60}); the other parts are "
+            f"unchanged, and the MIDI holds every part")
+    return [], (f"stems left out of the zip: they would hold {every / 60:.0f} minutes of audio (the limit is "
+                f"{STEMS_MAX_SECONDS // 60}); ask for fewer variants or bars to get them")
 
 
 def check(cost: Cost) -> None:

@@ -25,7 +25,7 @@ from tokenizer import Score, write_midi
 from tokenizer import vocab as V
 
 from .archive import write_zip
-from .budget import STEMS_MAX_SECONDS, Deadline, check, estimate
+from .budget import Deadline, check, estimate, stem_groups
 from .history import Cancelled
 from .inputs import Prepared
 from .results import Recipe, Result, Variant, missing_parts
@@ -132,16 +132,16 @@ def render_all(scores: list[Score], request: GenerationRequest, out: Path, repor
     plays (budget.preview_bars; no stems then), None: the whole piece."""
     warnings: list[str] = []
     with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
-        only = new_part_groups(request)
-        stems = preview is None and stems_fit(scores, warnings, only)
         if preview is not None:  # a musician looking for stems in the zip learns why there are none
-            warnings.append(f"stems left out of the zip: an edit of a long song previews bars {preview[0]}-{preview[1]} "
-                            f"only; the MIDI holds every part of the whole song")
-        elif stems and only is not None:
-            warnings.append(f"stems: the new {request.part} part's only; the song's other parts are its own, as "
-                            f"uploaded (the MIDI holds every part)")
+            groups, note = [], (f"stems left out of the zip: an edit of a long song previews bars {preview[0]}-"
+                                f"{preview[1]} only; the MIDI holds every part of the whole song")
+        else:
+            groups, note = stem_groups(request, sum(s.seconds() for s in scores),
+                                       sum(s.seconds() * len(s.groups) for s in scores))
+        if note is not None:
+            warnings.append(note)
         processes = max(1, CORES // min(len(scores), RENDER_WORKERS))  # the variants share the cores
-        futures = {pool.submit(render_variant, i, score, request, out, warnings, stems, preview, processes): i - 1
+        futures = {pool.submit(render_variant, i, score, request, out, warnings, groups, preview, processes): i - 1
                    for i, score in enumerate(scores, 1)}
         done: list[Variant] = []
         for f in as_completed(futures):
@@ -152,30 +152,11 @@ def render_all(scores: list[Score], request: GenerationRequest, out: Path, repor
     return sorted(done, key=lambda v: v.index), warnings
 
 
-def new_part_groups(request: GenerationRequest) -> list[int] | None:
-    """The groups whose stems a request writes: a part edit's new part only (rendering the song's other parts
-    alone again cost most of a dense song's edit: its preview took 23.9 s with 12 stems, 8.7 s with one on the
-    EPYC, `python -m bench.render --part-stem`); None: every group."""
-    edit = request.edit_kind
-    return [V.GROUPS.index(request.part)] if edit is not None and edit.new_part else None
-
-
-def stems_fit(scores: list[Score], warnings: list[str], groups: list[int] | None = None) -> bool:
-    """Whether the request's stems (of `groups`, None: every group) stay within STEMS_MAX_SECONDS of audio (tracks
-    x seconds over all variants; FLAC takes about 57 kB a second); if not, a warning says they were left out and
-    what to change."""
-    seconds = sum(s.seconds() * (len(s.groups) if groups is None else len(groups)) for s in scores)
-    if seconds <= STEMS_MAX_SECONDS:
-        return True
-    warnings.append(f"stems left out of the zip: they would hold {seconds / 60:.0f} minutes of audio (the limit is "
-                    f"{STEMS_MAX_SECONDS // 60}); ask for fewer variants or bars to get them")
-    return False
-
-
 def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, warnings: list[str],
-                   stems: bool = True, preview: tuple[int, int] | None = None, processes: int | None = None) -> Variant:
-    """MIDI, piano roll and MP3 (and with `stems` the per-track files) of one variant, the MP3 of bars `preview`
-    (first, last) only when given; a preview that cannot be made is a warning, not a failure."""
+                   stem_groups: list[int] | None = None, preview: tuple[int, int] | None = None,
+                   processes: int | None = None) -> Variant:
+    """MIDI, piano roll and MP3 (and the stems of `stem_groups`, None: of every group) of one variant, the MP3 of
+    bars `preview` (first, last) only when given; a preview that cannot be made is a warning, not a failure."""
     stem = f"midi-bangers-{request.seed}-v{i}"
     midi_path = write_midi(score, out / f"{stem}.mid")
     bars = -(-max(score.length or 0, score.end_step) // score.bar_steps)
@@ -186,8 +167,8 @@ def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, 
             if preview is not None:  # the variant's own end: a continuation may ring past the planned bars
                 preview = (preview[0], max(preview[0], min(preview[1], -(-score.span_steps // score.bar_steps))))
             clip = score if preview is None else score.window(*preview)
-            r, tracks = render_preview(clip, out, stem, stems=stems and preview is None, processes=processes,
-                                       stem_groups=new_part_groups(request))
+            r, tracks = render_preview(clip, out, stem, stems=stem_groups != [] and preview is None,
+                                       processes=processes, stem_groups=stem_groups)
         except RenderError as e:
             if str(e) not in warnings:
                 warnings.append(str(e))
@@ -207,7 +188,8 @@ def restore(state: Result, store: OutputStore) -> Result:
             if all(p.exists() for p in v.files()):
                 variants.append(v)
                 continue
-            nv = render_variant(v.index, v.score, state.request, out, warnings, bool(v.stems), v.preview_bars)
+            groups = [V.GROUPS.index(s.group) for s in v.stems]  # the stems it had
+            nv = render_variant(v.index, v.score, state.request, out, warnings, groups, v.preview_bars)
             variants.append(replace(nv, recipe=v.recipe, result_index=v.result_index, adherence=v.adherence,
                                     missing=v.missing))
         with ExitStack() as stack:

@@ -27,7 +27,7 @@ OUTPUT_ENV = "MIDI_BANGERS_OUTPUT_DIR"
 MB = 1024 * 1024
 # Output folders (one per request): the newest KEEP_REQUESTS, none older than OUTPUT_MAX_AGE, at most
 # OUTPUT_MAX_BYTES together.  The FLAC stems dominate: a usual request (2 variants x 8 bars, 3 tracks) writes
-# about 13 MB (loose and zipped; the screenshot's zip is 6.6 MB); the pipeline's STEMS_MAX_SECONDS keeps one
+# about 13 MB (loose and zipped; the screenshot's zip is 6.6 MB); the budget's STEMS_MAX_SECONDS keeps one
 # request's stems to about 2 x 140 MB (longer requests get no stems, and a warning says so).
 KEEP_REQUESTS = 24
 OUTPUT_MAX_AGE = 2 * 3600

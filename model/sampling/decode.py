@@ -143,7 +143,7 @@ def _scores(req, plan: Plan, grammar: Grammar, buf: torch.Tensor, n_context: int
     """Each variant's sampled body decoded after the context, with the tail, cut at the piece's end (or where
     the edited song's own last note ends, when that rings past it: an upload keeps its final ring)."""
     scores = []
-    song = np.concatenate([plan.context, plan.kept_notes(), plan.tail])
+    song = plan.song_notes()
     ring = int((song["onset"] + song["duration"]).max()) if len(song) else 0
     for b in range(buf.shape[0]):
         end = int(grammar.end_len[b]) if grammar.end_len[b] >= 0 else (n - n_context) // 3 * 3

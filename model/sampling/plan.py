@@ -69,9 +69,14 @@ class Plan:
         notes = np.concatenate([self.kept, self.aside])
         return notes[np.lexsort((notes["pitch"], notes["group"], notes["onset"]))]
 
+    def song_notes(self) -> np.ndarray:
+        """Every note of the prompt (context, kept, aside and tail), not in order."""
+        return np.concatenate([self.context, self.kept, self.aside, self.tail])
+
     def sounding(self) -> np.ndarray:
         """The prompt's notes (context, kept and tail) that sound into the decoded span [min_time, new_end): a new
-        note may not restrike them, and each costs the grammar a little every step."""
+        note may not restrike them, and each costs the grammar a little every step.  The parts aside are left out:
+        no new note can be theirs (they are not the edited part)."""
         every = np.concatenate([self.context, self.kept, self.tail])
         ends = every["onset"].astype(np.int64) + every["duration"]
         return every[(ends > self.min_time) & (every["onset"] < self.new_end)]

@@ -14,7 +14,7 @@ import pytest
 import studio
 from model.request import GenerationRequest, RequestError
 from render import audio
-from studio.pipeline import stems_fit
+from studio.budget import stem_groups
 from studio.results import missing_parts
 from studio.runner import LocalRunner, ZeroGPURunner, default_runner, gpu_seconds
 from tokenizer import Score
@@ -189,15 +189,28 @@ def test_gpu_time_counts_the_bars_an_edit_writes_and_reads(checkpoint_root):
 
 
 def test_stems_are_left_out_of_huge_requests_with_a_warning():
+    request = GenerationRequest(groups=("piano", "bass"), bars=64, bpm=40).validate()
+    assert stem_groups(request, 384, 2 * 384) == (None, None)  # 64 bars at 40 BPM: 384 s, two tracks
+    assert stem_groups(request, 8 * 384, 8 * 2 * 384) == ([], (  # 8 variants: 102 minutes
+        "stems left out of the zip: they would hold 102 minutes of audio (the limit is 40); ask for fewer variants "
+        "or bars to get them"))
+
+
+def test_a_long_part_edit_writes_the_new_parts_stem_only():
+    """Every part's stems up to PART_STEMS_SECONDS of audio; past that, the new part's only (its other parts are
+    unchanged); past STEMS_MAX_SECONDS of music, none."""
+    from studio import budget as B
+
     notes = np.zeros(2, NOTE_DTYPE)
-    notes["group"], notes["pitch"], notes["duration"] = [0, 4], [60, 40], 4
-    notes["onset"] = [0, 64 * 32 - 8]  # 64 bars
-    long = Score(notes, bpm=40)  # 64 bars at 40 BPM: 384 s, two tracks
-    warnings: list[str] = []
-    assert stems_fit([long], warnings) and not warnings
-    assert not stems_fit([long] * 8, warnings)  # 8 x 2 x 384 s = 102 minutes
-    assert warnings == ["stems left out of the zip: they would hold 102 minutes of audio (the limit is 40); ask for "
-                        "fewer variants or bars to get them"]
+    notes["group"], notes["pitch"], notes["duration"], notes["onset"] = [0, 4], [60, 40], 4, [0, 8]
+    request = GenerationRequest(prompt=Score(notes, length=64), edit="add_part", part="strings").validate()
+    minutes = B.PART_STEMS_SECONDS // 60
+    assert stem_groups(request, 60, 3 * 60) == (None, None)  # a short song: every part's, as before
+    groups, note = stem_groups(request, 4 * 60, 3 * 4 * 60)
+    assert groups == [V.GROUPS.index("strings")] and note.startswith(
+        f"stems: the new strings part's only; every part's would hold 12 minutes of audio (an added or regenerated "
+        f"part writes them up to {minutes})")
+    assert stem_groups(request, B.STEMS_MAX_SECONDS + 60, 3 * (B.STEMS_MAX_SECONDS + 60))[0] == []
 
 
 def test_progress_reaches_the_page_when_its_text_changes_and_at_most_every_quarter_second(monkeypatch):
