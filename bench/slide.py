@@ -1,5 +1,6 @@
 """How the transformer's window slides: dropping cached positions (`FastDecoder.drop`, the decoder's way) against
-re-encoding the kept half window (the way it slid before), on long real songs the shipped model never trained on.
+re-encoding the kept half window (the way it slid before), on long real songs: four held out from training, and
+D_ROMERO, which is in the training split.
 
     python -m bench.slide [--tokens 3600] [--songs 5]
     python -m bench.slide --windows 1024 768 512 [--tokens 5000]     # how long a window decoding needs

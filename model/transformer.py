@@ -120,8 +120,9 @@ def pick_kernels(dim: int = 512, heads: int = 10, dim_head: int = 64, positions:
                  candidates=(1, 2, 4, 8, 16, 32), repeats: int = 5) -> Kernels:
     """Once per process: measure this CPU (best of `repeats`) on the shipped model's shapes, a `dim` x 4 `dim`
     feed-forward layer and one query's attention over `positions`: the dense dtype (bf16 or fp32, the faster at
-    the most rows), the most rows at which the int8 kernel is still as fast as that dense matmul, and the
-    attention's dtype (the faster SDPA for one query)."""
+    the most rows), the most rows at which the int8 kernel is still as fast as that dense matmul, the
+    attention's dtype (the faster SDPA for one query), and whether FBGEMM (with an fp32 cache) beats that choice
+    at one row and at the most rows."""
     import time
 
     global _PICKED
@@ -166,9 +167,11 @@ def pick_kernels(dim: int = 512, heads: int = 10, dim_head: int = 64, positions:
 
 class Int8Linear(nn.Module):
     """A Linear layer with int8 weights, one scale per output row (symmetric: the row's max |w| maps to 127),
-    for bf16 activations (2-D, rows contiguous): `torch._weight_int8pack_mm` on a few rows (a decoding step,
-    memory-bound: a quarter of the fp32 weights' bytes), a bf16 matmul of the dequantized weights (`dense`, kept:
-    half the fp32 weights' bytes more) on more (a run of kept notes, a prefill).  Returns bf16."""
+    computing as its `Kernels` say (2-D activations, rows contiguous): bf16 activations through
+    `torch._weight_int8pack_mm` on a few rows (a decoding step, memory-bound: a quarter of the fp32 weights'
+    bytes) and a matmul of the dequantized weights (`dense`, bf16 or fp32) on more (a run of kept notes, a
+    prefill), returning bf16; or, with `Kernels.fbgemm`, fp32 activations through FBGEMM (`packed`) on every row
+    count, returning fp32."""
 
     def __init__(self, lin: nn.Linear, rows: int | None = None, kernels: Kernels | None = None):
         """rows: keep only the first `rows` outputs of `lin`; kernels: when to use the int8 kernel, and the dense
@@ -283,7 +286,8 @@ class FastDecoder(nn.Module):
         return cls(cfg, model.state_dict(), norm_offset=offset)
 
     def quantize(self, kernels: Kernels | None = None) -> "FastDecoder":
-        """This decoder with int8 weights (`Int8Linear`) in its layers, bf16 activations into them, computing as
+        """This decoder with int8 weights (`Int8Linear`) in its layers, bf16 activations into them (fp32 into
+        FBGEMM's), computing as
         `kernels` says (default: what `pick_kernels` finds fastest on this CPU; the engine's default there).  The q, k, v matmul drops the rotated-half rows (rope turns the
         bf16 q and k themselves: two fifths fewer weights to read); the output layer keeps fp32 weights (bf16
         logits would round by up to 1/16 nat)."""
@@ -302,8 +306,8 @@ class FastDecoder(nn.Module):
         sign = torch.ones(c.dim_head)
         sign[0:rot:2] = -1
         self.register_buffer("rot_perm", perm.to(self.cos.device))
-        self.register_buffer("cos16", self.cos.to(self.kernels.act))
-        self.register_buffer("sin16", (self.sin * sign.to(self.sin.device)).to(self.kernels.act))
+        self.register_buffer("cos_act", self.cos.to(self.kernels.act))
+        self.register_buffer("sin_act", (self.sin * sign.to(self.sin.device)).to(self.kernels.act))
         self.int8 = True
         self.k_cache = self.v_cache = None
         return self
@@ -372,7 +376,7 @@ class FastDecoder(nn.Module):
             raise ValueError("KV cache is full; slide the window first")
         x = self.emb(tokens.to(self.device))  # (B, T, D)
         end = start + T
-        cos, sin = (self.cos16, self.sin16) if self.int8 else (self.cos, self.sin)
+        cos, sin = (self.cos_act, self.sin_act) if self.int8 else (self.cos, self.sin)
         cos, sin = cos[start:end], sin[start:end]  # (T, 1, 1, Dh)
         layer = self._layer_int8 if self.int8 else self._layer
         for weights in self._layers:
@@ -410,10 +414,10 @@ class FastDecoder(nn.Module):
         the int8 matmuls (fp32 into FBGEMM's), attention (SDPA for every query count) in the cache's dtype (`kernels.cache`)."""
         c = self.cfg
         B, T, D = x.shape
-        bf = self.kernels.act  # bf16, or fp32 into FBGEMM
+        act = self.kernels.act  # bf16, or fp32 into FBGEMM
         qkv, out, ff1, ff2, g1, g2, k_cache, v_cache = weights
         x = x.view(B * T, D)
-        y = int8_matmul(torch.layer_norm(x, (D,), g1).to(bf), *qkv).view(B, T, 3, c.heads, c.dim_head)  # q, k, v
+        y = int8_matmul(torch.layer_norm(x, (D,), g1).to(act), *qkv).view(B, T, 3, c.heads, c.dim_head)  # q, k, v
         qk = y[:, :, :2]
         q, k = (qk * cos + qk.index_select(-1, self._rot_perm) * sin).permute(2, 0, 3, 1, 4)  # rotary (sin signed)
         k_cache[:, :, start:end] = k
@@ -425,8 +429,8 @@ class FastDecoder(nn.Module):
         else:
             mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
             a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
-        x = x + int8_matmul(a.transpose(1, 2).reshape(B * T, -1).to(bf), *out)
-        x = x + int8_matmul(F.gelu(int8_matmul(torch.layer_norm(x, (D,), g2).to(bf), *ff1)), *ff2)
+        x = x + int8_matmul(a.transpose(1, 2).reshape(B * T, -1).to(act), *out)
+        x = x + int8_matmul(F.gelu(int8_matmul(torch.layer_norm(x, (D,), g2).to(act), *ff1)), *ff2)
         return x.view(B, T, D)
 
 
@@ -435,9 +439,11 @@ class FastDecoder(nn.Module):
 # (one token's attention over 1,024 fp32 positions cost 0.17 ms a layer on the EPYC, 2.5 times that for a few
 # tokens).
 # The cost in fit, `python -m bench.slide --windows 1024 768 512 --tokens 5000` (docs/runs/bench-slide-windows.log):
-# 2.9819 nats a token against 2.9714 on 3 POP909 songs, D_ROMERO and an openmsx song the model never trained on
-# (0.35%); on 4 held-out Freedoom songs and one more, 2.6261 against 2.6301.
+# 2.9819 nats a token against 2.9714 (0.35%) on 3 POP909 realtest songs, an openmsx realdev song and D_ROMERO
+# (the last in the training split).
 CPU_WINDOW = 512
+
+
 @register
 class TransformerEngine(Engine):
     name = "transformer"
