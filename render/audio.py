@@ -580,9 +580,16 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
             for part in parts[1:]:
                 mix += part
             peak = max(_peak_db(p) for p in parts + [mix])
-        elif groups:  # some groups' stems: those rendered on their own, the mix whole
-            mix, _ = _render_mix(midi, frames, tmp, soundfont, rate, timeout, processes)
-            parts = _stem_parts(_stem_score(midi, groups), frames, tmp, soundfont, rate, timeout, processes)
+        elif groups:  # some groups' stems, and the other groups' audio rendered beside them: the mix is the sum
+            rest = _stem_score(midi, [g for g in midi.groups if g not in groups])
+            with ThreadPoolExecutor(1) as pool:  # the FluidSynth runs of both at once, where it may run several
+                job = pool.submit(_render_mix, rest, frames, tmp, soundfont, rate, timeout, processes)
+                if processes == 1:
+                    job.result()
+                parts = _stem_parts(_stem_score(midi, groups), frames, tmp, soundfont, rate, timeout, processes)
+                mix = job.result()[0]
+            for part in parts:
+                mix += part
             peak = max(_peak_db(p) for p in parts + [mix])
         else:
             mix, peak = _render_mix(midi, frames, tmp, soundfont, rate, timeout, processes)
@@ -635,7 +642,8 @@ def render_preview(score: Score, folder: str | os.PathLike, stem: str, stems: bo
     """The mix `folder/stem.mp3` and, with `stems`, per instrument group `folder/stem-GROUP.flac` and
     `folder/stem-GROUP.mid` (the folder is made when missing), from FluidSynth runs of the groups: the mix is the sum
     of the stems, all with one gain.  `stem_groups`: stems of these groups only (a part edit's new part: the
-    other parts are the song's own), rendered beside the whole mix.
+    other parts are the song's own); the other groups are rendered together at the same time, and the mix is
+    their sum with the stems.
     Without `stems` (or for a score without notes) it is render_mp3 and the list is empty.  `processes`: the
     programs it runs at once (default one per core; the page's variants, rendered side by side, share them)."""
     folder = Path(folder)

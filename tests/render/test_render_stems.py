@@ -93,11 +93,14 @@ def test_no_stems_when_asked_for_none(tmp_path, small_score):
         render_stems(b"MThd", tmp_path, "x")
 
 
-def test_stems_of_some_groups_beside_the_whole_mix(tmp_path, small_score):
-    """A part edit's stems: the new part's only, as loud as in the full render, beside the mix of every group."""
+@pytest.mark.parametrize("processes", [1, 2])
+def test_stems_of_some_groups_beside_the_whole_mix(tmp_path, small_score, processes):
+    """A part edit's stems: the new part's only, as loud as in the full render, beside the mix of every group
+    (the other groups rendered apart, one after the other or at once, and summed with the stem)."""
     score = small_score()
     full, every = render_preview(score, tmp_path / "all", "v")
-    res, stems = render_preview(score, tmp_path / "bass", "v", stem_groups=[V.GROUPS.index("bass")])
+    res, stems = render_preview(score, tmp_path / "bass", "v", stem_groups=[V.GROUPS.index("bass")],
+                                processes=processes)
     assert [s.group for s in stems] == ["bass"] and sorted(p.name for p in (tmp_path / "bass").iterdir()) == [
         "v-bass.flac", "v-bass.mid", "v.mp3"]
     # the same music: one FluidSynth run against the sum of the groups' runs (chorus and reverb start at other
