@@ -86,16 +86,20 @@ class Window:
         self.decoder.pos -= count
 
 
-def _forced(grammar: Grammar, mask: torch.Tensor, gen: torch.Generator) -> torch.Tensor | None:
-    """Each variant's next token when the grammar allows only one for every variant still decoding (a kept
-    note's durvel and pitch, a shift onto the next kept note where nothing new may come between); else None.
+def _forced(grammar: Grammar, gen: torch.Generator) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(each variant's next token when the grammar allows only one for every variant still decoding (a kept
+    note's durvel and pitch, a shift onto the next kept note where nothing new may come between), else None;
+    the grammar's mask, where it was worked out: `Grammar.kept_next` knows most kept notes without it).
     A forced token still takes its draws from `gen` (as `filters.draw` would), so a seed gives the same music as
     when every token was sampled."""
-    single = mask.sum(1) == 1
-    if not bool((single | grammar.done).all()):
-        return None
-    torch.empty(mask.shape, device=mask.device).exponential_(1, generator=gen)
-    return mask.to(torch.uint8).argmax(1)
+    tok, mask = grammar.kept_next(), None
+    if tok is None:
+        mask = grammar.mask()
+        if not bool(((mask.sum(1) == 1) | grammar.done).all()):
+            return None, mask
+        tok = mask.to(torch.uint8).argmax(1)
+    torch.empty((len(tok), V.VOCAB_SIZE), device=tok.device).exponential_(1, generator=gen)
+    return tok, mask
 
 
 def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: SamplingParams, gen: torch.Generator,
@@ -112,8 +116,7 @@ def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: Sampli
     span = max(plan.new_end - plan.min_time, 1)
     forcing = grammar.has_kept
     while n < max_body:
-        mask = grammar.mask()
-        tok = _forced(grammar, mask, gen) if forcing else None
+        tok, mask = _forced(grammar, gen) if forcing else (None, grammar.mask())
         if tok is None:
             if fed < n:
                 logits, fed = window.feed(fed, n), n

@@ -120,6 +120,7 @@ class Grammar:
         self.bar_masks = None if bar_masks is None else bar_masks.to(dev)
         self.bias = None if bias is None or not bias.any() else bias.to(dev)
         self.allowed_t = torch.tensor(self.allowed, dtype=torch.long, device=dev)
+        self.lowest_new_key = min(self.allowed, default=V.N_GROUPS) * 128  # no new note's key is below it
         # each token's index in `allowed` (its group's), len(allowed) for tokens of no allowed group
         tok_allowed = torch.full((V.VOCAB_SIZE,), len(self.allowed), dtype=torch.long)
         for j, g in enumerate(self.allowed):
@@ -234,6 +235,24 @@ class Grammar:
         if self.repeats is not None:  # a repeat plays its copies only
             window &= ~self.repeats.copied_at(self.time)
         return m & ok & window[:, None]
+
+    def kept_next(self) -> torch.Tensor | None:
+        """Each variant's next token where it is the next kept note's and `mask` would allow nothing else, known
+        without working out the mask: at the kept note's own onset, the shift 0 onto it, and its durvel and pitch
+        where no new note may sort before it (its key at or below the new parts' lowest); else None (`mask`
+        decides).  Most of the kept notes of a part edit are read this way."""
+        if not self.has_kept or bool(self.done.any()):
+            return None
+        k_on, k_key, k_dv = self.next_kept()
+        here = k_on == self.time
+        slot = self.slot
+        if slot == 0:
+            return torch.full_like(k_on, V.SHIFT_OFFSET) if bool(here.all()) else None
+        alone = here & (k_key <= self.lowest_new_key) & (self.time >= self.min_time)  # (before it: rest triples)
+        if slot == 1:
+            return k_dv if bool(alone.all()) else None
+        alone &= self.last_durvel == k_dv
+        return V.GROUPPITCH_OFFSET + k_key if bool(alone.all()) else None
 
     # ---- masks ----
     def mask(self) -> torch.Tensor:

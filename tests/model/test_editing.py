@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 import tokenizer as T
 from model.adherence import adherence
@@ -383,10 +384,39 @@ def test_kept_notes_are_fed_in_runs_with_the_same_music(tiny_engine, monkeypatch
     tokens = tiny_engine.last_stats["tokens"] // 2
     assert len(calls) < 0.7 * tokens and max(calls) > 3
     calls.clear()
-    monkeypatch.setattr(decode, "_forced", lambda *args: None)  # every token sampled and fed on its own
+    monkeypatch.setattr(decode, "_forced", lambda grammar, gen: (None, grammar.mask()))  # every token sampled
     single = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
     assert max(calls) <= 2  # (a kept note's durvel fixed: the durvel and the pitch again)
     assert single == runs
+
+
+@pytest.mark.parametrize("edit", [dict(edit="add_part", part="guitar"), dict(edit="regenerate_part", part="bass"),
+                                  dict(edit="infill", infill_bars=(4, 7)), dict(edit="continue", bars=2)])
+def test_kept_notes_known_without_the_mask_are_its_only_token(tiny_engine, monkeypatch, edit):
+    """`Grammar.kept_next` (a kept note's token known without working out the mask) is, at every step it
+    answers, the one token the mask allows, and the music is the same as when the mask decides every token; it
+    answers for many of a part edit's kept tokens."""
+    from model.sampling.grammar import Grammar
+
+    fast, known = Grammar.kept_next, []
+
+    def checked(self):
+        tok = fast(self)
+        if tok is not None:
+            mask = self.mask()
+            assert bool((mask.sum(1) == 1).all()) and bool((mask.to(torch.uint8).argmax(1) == tok).all())
+            known.append(len(tok))
+        return tok
+
+    song = whole_song(12)
+    for seed in (1, 2, 3):
+        req = GenerationRequest(variants=2, seed=seed, prompt=song, **edit)
+        monkeypatch.setattr(Grammar, "kept_next", checked)
+        runs = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+        monkeypatch.setattr(Grammar, "kept_next", lambda self: None)
+        assert [T.to_midi_bytes(s) for s in tiny_engine.generate(req)] == runs
+    if "part" in edit:  # (infill and continue read the song before them as context: no kept note ahead)
+        assert len(known) > 100
 
 
 def test_read_groups_reads_a_light_song_whole_and_a_dense_one_in_part():
