@@ -240,7 +240,8 @@ class Grammar:
         """Each variant's next token where it is the next kept note's and `mask` would allow nothing else, known
         without working out the mask: at the kept note's own onset, the shift 0 onto it, and its durvel and pitch
         where no new note may sort before it (its key at or below the new parts' lowest); else None (`mask`
-        decides).  Most of the kept notes of a part edit are read this way."""
+        decides).  A kept token it answers costs no mask: in a part edit, most shifts onto a kept note and the
+        durvels and pitches of the song's parts below the new one."""
         if not self.has_kept or bool(self.done.any()):
             return None
         k_on, k_key, k_dv = self.next_kept()
