@@ -35,6 +35,12 @@ def test_zip_session_replays_to_the_same_midi(first, tmp_path):
     with zipfile.ZipFile(state.zip_path) as z:
         names = z.namelist()
         z.extractall(tmp_path / "zip")
+        kinds = {Path(i.filename).suffix: i.compress_type for i in z.infolist()}
+    # MP3, FLAC and PNG are compressed already: stored as they are; MIDI and session.json deflated
+    assert kinds == {".mid": zipfile.ZIP_DEFLATED, ".json": zipfile.ZIP_DEFLATED, ".png": zipfile.ZIP_STORED,
+                     ".mp3": zipfile.ZIP_STORED, ".flac": zipfile.ZIP_STORED}
+    v = state.variants[0]
+    assert (tmp_path / "zip" / "variant-1" / "variant-1.mp3").read_bytes() == v.mp3.read_bytes()
     assert "session.json" in names and all(f"variant-{v.index}/variant-{v.index}.mid" in names for v in state.variants)
     for v in state.variants:  # stems: one MIDI and one audio file per track (the edited variant's too: it is short)
         stems = {n for n in names if n.startswith(f"variant-{v.index}/stems/")}
