@@ -59,7 +59,8 @@ OVERHEAD_SECONDS = 1.0
 STEMS_MAX_SECONDS = 40 * 60  # stems of one request: at most this much audio (tracks x seconds, all variants)
 # a part edit writes every part's stem up to this much audio, past it its new part's only (the song's other parts
 # are unchanged, and rendering them alone again was most of a long or dense song's edit: the dense upload's preview
-# took 23.9 s with its 12 stems, 8.7 s with the new part's, `python -m bench.render --part-stem`)
+# took 22.3 s with its 12 stems, 7.3 s with the new part's, `python -m bench.render --part-stem`,
+# docs/runs/bench-render-part-stem.log)
 PART_STEMS_SECONDS = 10 * 60
 
 
