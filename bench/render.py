@@ -294,7 +294,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from render import RenderError
-    from render.audio import MP3_VBR_QUALITY, PEAK_CEILING_DB, RELEASE_TAIL, TARGET_LUFS
+    from render.audio import MP3_VBR_QUALITY, RELEASE_TAIL
+    from render.loudness import PEAK_CEILING_DB, TARGET_LUFS
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; one variant at a time")
     print(f"new previews: {TARGET_LUFS:g} LUFS, sample peak <= {PEAK_CEILING_DB:g} dBFS, piece + {RELEASE_TAIL:g} s, "

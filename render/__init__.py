@@ -14,12 +14,12 @@ from .audio import (
                     Stem,
                     find_fluidsynth,
                     find_soundfont,
-                    integrated_loudness,
                     render_mp3,
                     render_preview,
                     render_stems,
                     render_wav,
 )
+from .loudness import integrated_loudness
 from .pianoroll import draw_pianoroll
 
 __all__ = ["RenderError", "RenderResult", "Stem", "find_fluidsynth", "find_soundfont", "integrated_loudness",

@@ -19,6 +19,7 @@ from render.audio import (
     render_preview,
     render_wav,
 )
+from render.loudness import integrated_loudness
 from tests.render.conftest import needs_synth
 from tokenizer import Score, make_notes, to_midi_bytes
 from tokenizer import vocab as V
@@ -157,7 +158,7 @@ def test_a_long_mix_rendered_in_pieces_at_once_is_the_whole_render(tmp_path, mon
                        frames, SAMPLE_RATE)
     parts = audio._fit(audio._synthesize_parts(score, frames, tmp_path, None, SAMPLE_RATE, 60, 2), frames, SAMPLE_RATE)
     assert parts.shape == whole.shape
-    assert abs(audio.integrated_loudness(parts, SAMPLE_RATE) - audio.integrated_loudness(whole, SAMPLE_RATE)) < 0.2
+    assert abs(integrated_loudness(parts, SAMPLE_RATE) - integrated_loudness(whole, SAMPLE_RATE)) < 0.2
     assert np.corrcoef(_envelope(parts[:, 0]), _envelope(whole[:, 0]))[0, 1] > 0.98
     # render_mp3 takes the parallel path for a long piece and still lasts the piece plus the tail
     monkeypatch.setattr(audio, "PARALLEL_SECONDS", 5.0)

@@ -7,17 +7,8 @@ import numpy as np
 import pytest
 
 from render import audio
-from render.audio import (
-    PEAK_CEILING_DB,
-    SAMPLE_RATE,
-    TARGET_LUFS,
-    decode_audio,
-    integrated_loudness,
-    k_filter,
-    k_weighting,
-    loudness_gain,
-    render_mp3,
-)
+from render.audio import SAMPLE_RATE, decode_audio, render_mp3
+from render.loudness import PEAK_CEILING_DB, TARGET_LUFS, integrated_loudness, k_filter, k_weighting, loudness_gain
 from tests.render.conftest import needs_synth
 from tokenizer import Score, make_notes
 from tokenizer import vocab as V

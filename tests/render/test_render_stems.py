@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from render.audio import (
-    PEAK_CEILING_DB,
     decode_audio,
     preview_frames,
     read_wav,
@@ -18,6 +17,7 @@ from render.audio import (
     render_stems,
     render_wav,
 )
+from render.loudness import PEAK_CEILING_DB
 from tests.render.conftest import needs_synth
 from tests.render.test_render_audio import _envelope
 from tokenizer import Score, load_midi
