@@ -3,6 +3,8 @@
     res = render_mp3(score, "v1.mp3")                         # the mix only (a Score or MIDI bytes)
     res, stems = render_preview(score, folder, "v1")          # v1.mp3 + v1-piano.flac, v1-piano.mid, ...
     stems = render_stems(score, folder, "v1", gain_db=res.gain_db)
+    backing = Backing(song, kept_groups)                      # renders them now, while the edit writes its new part
+    res, stems = render_preview(edited, folder, "v1", stem_groups=[new_group], backing=backing)
 
 Length.  A preview lasts exactly the piece plus RELEASE_TAIL seconds.  The piece is `score.length` steps, or
 the end of its last note when length is None, at the score's tempo (the microseconds per quarter note the
@@ -50,11 +52,14 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import wave
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import mido
 import numpy as np
@@ -165,19 +170,27 @@ def _midi_bytes(midi: Score | bytes | bytearray) -> bytes:
     raise TypeError(f"expected a Score or MIDI bytes, got {type(midi).__name__}")
 
 
-def _run(cmd: list[str], timeout: float, what: str) -> str:
-    """Run a program with a timeout; returns its stderr; a failure becomes a RenderError."""
+def _run(cmd: list[str], timeout: float, what: str,
+         started: Callable[[subprocess.Popen], None] | None = None) -> str:
+    """Run a program with a timeout; returns its stderr; a failure becomes a RenderError.  `started(process)` is
+    called once it runs (so that another thread may kill it)."""
     try:
-        proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise RenderError(f"{what} took longer than {timeout:.0f} s") from None
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as e:
         raise RenderError(f"{what} could not start ({e.strerror or e})") from None
+    with proc:
+        if started is not None:
+            started(proc)
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise RenderError(f"{what} took longer than {timeout:.0f} s") from None
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout or b"").decode("utf-8", "replace").strip().splitlines()[-3:]
+        tail = (err or out or b"").decode("utf-8", "replace").strip().splitlines()[-3:]
         raise RenderError(f"{what} failed (exit {proc.returncode}): {' | '.join(tail) or 'no message'}")
-    return (proc.stderr or b"").decode("utf-8", "replace")
+    return (err or b"").decode("utf-8", "replace")
 
 
 # ---- WAV in and out --------------------------------------------------------------------------------
@@ -248,8 +261,8 @@ def _fit(samples: np.ndarray, frames: int, rate: int) -> np.ndarray:
 
 # ---- synthesis --------------------------------------------------------------------------------
 def _synthesize(midi: bytes, out_raw: Path, soundfont: str | os.PathLike | None, rate: int,
-                timeout: float) -> np.ndarray:
-    """FluidSynth -> 32-bit float stereo at `out_raw`, returned memory-mapped as (frames, 2)."""
+                timeout: float, started: Callable[[subprocess.Popen], None] | None = None) -> np.ndarray:
+    """FluidSynth -> 32-bit float stereo at `out_raw`, returned memory-mapped as (frames, 2).  `started`: as `_run`'s."""
     sf2 = find_soundfont(soundfont)
     exe = find_fluidsynth()
     mid = out_raw.with_suffix(".mid")
@@ -257,7 +270,7 @@ def _synthesize(midi: bytes, out_raw: Path, soundfont: str | os.PathLike | None,
     err = _run([exe, "-ni", "-q", "-o", "synth.dynamic-sample-loading=1", "-o", f"synth.polyphony={POLYPHONY}",
                 "-g", str(SYNTH_GAIN), "-r", str(rate),
                 "-F", str(out_raw), "-T", "raw", "-O", "float", "-E", "little", str(sf2), str(mid)], timeout,
-               "FluidSynth")
+               "FluidSynth", started)
     if "Failed to load SoundFont" in err:  # fluidsynth goes on (exit 0) and renders silence
         raise RenderError(f"FluidSynth could not load the soundfont {sf2}")
     if not out_raw.is_file() or out_raw.stat().st_size < 8:
@@ -455,6 +468,64 @@ def _stem_score(score: Score, groups: int | list[int]) -> Score:
                  length=length, drum_kit=score.drum_kit)
 
 
+class Backing:
+    """Some parts of a song rendered ahead, while an edit writes its new part: FluidSynth's output for the
+    score's `groups` (one process, started at once on a thread of its own; `claim()` is held while it runs, so
+    that the caller can give the generation a core less meanwhile).  A part edit's preview whose other parts turn
+    out to be exactly these (the same MIDI file) takes this audio instead of rendering them again
+    (`render_preview(..., backing=)`), and the mix is the same samples; any other preview renders as before."""
+
+    def __init__(self, score: Score, groups: list[int], soundfont: str | os.PathLike | None = None,
+                 rate: int = SAMPLE_RATE, timeout: float = 120.0,
+                 claim: Callable[[], AbstractContextManager] = nullcontext):
+        self.midi, self.rate = _midi_bytes(_stem_score(score, groups)), rate
+        self._audio: Future = Future()
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._cancelled = False
+        threading.Thread(target=self._work, args=(soundfont, timeout, claim), name="render-backing",
+                         daemon=True).start()
+
+    def _work(self, soundfont, timeout: float, claim) -> None:
+        try:
+            with claim(), tempfile.TemporaryDirectory(prefix="render-") as tmp:
+                raw = _synthesize(self.midi, Path(tmp) / "backing.f32", soundfont, self.rate, timeout, self._started)
+                self._audio.set_result(np.array(raw))  # in memory: the file goes with the folder
+        except BaseException as e:  # noqa: BLE001 - the preview renders these parts itself then
+            self._audio.set_exception(e)
+
+    def _started(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._proc = proc
+            if self._cancelled:
+                proc.kill()
+
+    def __enter__(self) -> "Backing":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Stop rendering (the edit was stopped or failed; nothing happens once it is done).  Leaving a `with`
+        block of the backing cancels it."""
+        with self._lock:
+            self._cancelled = True
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.kill()
+
+    def audio(self, midi: bytes, rate: int) -> np.ndarray | None:
+        """FluidSynth's output (frames, 2) when `midi` at `rate` is what was rendered (waiting for it), else None;
+        None too when the render failed or was cancelled."""
+        if midi != self.midi or rate != self.rate:
+            return None
+        try:
+            return self._audio.result()
+        except RenderError as e:
+            log.warning("the parts rendered ahead are rendered again: %s", e)
+            return None
+
+
 def _check_length(midi: Score | bytes) -> None:
     if piece_seconds(midi) > MAX_SECONDS:
         raise RenderError(f"the piece is longer than {MAX_SECONDS // 60} minutes")
@@ -462,10 +533,12 @@ def _check_length(midi: Score | bytes) -> None:
 
 def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None, stem_prefix: str,
             gain_db: float | None, soundfont, rate: int, bitrate: int | None, timeout: float,
-            processes: int | None = None, stem_groups=None) -> tuple[RenderResult | None, list[Stem]]:
+            processes: int | None = None, stem_groups=None,
+            backing: Backing | None = None) -> tuple[RenderResult | None, list[Stem]]:
     """The one pipeline behind render_mp3, render_stems and render_preview.  `processes`: how many FluidSynth,
     lame or ffmpeg processes it may run at once (default CORES; less when other renders share the cores).
-    `stem_groups`: the groups to write stems of (None: every group; the mix is then their sum)."""
+    `stem_groups`: the groups to write stems of (None: every group; the mix is then their sum).  `backing`: the
+    other groups' audio when it rendered exactly them."""
     processes = max(1, processes or CORES)
     t0 = time.perf_counter()
     if stem_folder is not None and not isinstance(midi, Score):
@@ -481,16 +554,8 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
             for part in parts[1:]:
                 mix += part
             peak = max(_peak_db(p) for p in parts + [mix])
-        elif groups:  # some groups' stems, and the other groups' audio rendered beside them: the mix is the sum
-            rest = _stem_score(midi, [g for g in midi.groups if g not in groups])
-            with ThreadPoolExecutor(1) as pool:  # the FluidSynth runs of both at once, where it may run several
-                job = pool.submit(_render_mix, rest, frames, tmp, soundfont, rate, timeout, processes)
-                if processes == 1:
-                    job.result()
-                parts = _stem_parts(_stem_score(midi, groups), frames, tmp, soundfont, rate, timeout, processes)
-                mix = job.result()[0]
-            for part in parts:
-                mix += part
+        elif groups:  # some groups' stems, and the other groups' audio: the mix is the sum
+            mix, parts = _rest_and_stems(midi, groups, frames, tmp, soundfont, rate, timeout, processes, backing)
             peak = max(_peak_db(p) for p in parts + [mix])
         else:
             mix, peak = _render_mix(midi, frames, tmp, soundfont, rate, timeout, processes)
@@ -519,6 +584,24 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
     return result, stems
 
 
+def _rest_and_stems(score: Score, groups: list[int], frames: int, tmp: Path, soundfont, rate: int, timeout: float,
+                    processes: int, backing: Backing | None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(the mix, the stems of `groups`): the other groups' audio from `backing` when it rendered exactly them, else
+    rendered at the same time as the stems (one after the other with one process)."""
+    rest = _stem_score(score, [g for g in score.groups if g not in groups])
+    known = backing.audio(_midi_bytes(rest), rate) if backing is not None else None
+    with ThreadPoolExecutor(1) as pool:
+        job = None if known is not None else pool.submit(_render_mix, rest, frames, tmp, soundfont, rate, timeout,
+                                                         processes)
+        if job is not None and processes == 1:
+            job.result()
+        parts = _stem_parts(_stem_score(score, groups), frames, tmp, soundfont, rate, timeout, processes)
+        mix = _fit(known, frames, rate) if job is None else job.result()[0]
+    for part in parts:
+        mix += part
+    return mix, parts
+
+
 def _render_mix(midi: Score | bytes, frames: int, tmp: Path, soundfont, rate: int, timeout: float,
                 processes: int) -> tuple[np.ndarray, float]:
     """The whole piece's audio (frames, 2), a long one in pieces one FluidSynth a core; and its peak (dB)."""
@@ -538,19 +621,19 @@ def render_mp3(midi: Score | bytes, mp3_path: str | os.PathLike, soundfont: str 
 
 def render_preview(score: Score, folder: str | os.PathLike, stem: str, stems: bool = True,
                    soundfont: str | os.PathLike | None = None, bitrate: int | None = None, timeout: float = 120.0,
-                   rate: int = SAMPLE_RATE, processes: int | None = None,
-                   stem_groups: list[int] | None = None) -> tuple[RenderResult, list[Stem]]:
+                   rate: int = SAMPLE_RATE, processes: int | None = None, stem_groups: list[int] | None = None,
+                   backing: Backing | None = None) -> tuple[RenderResult, list[Stem]]:
     """The mix `folder/stem.mp3` and, with `stems`, per instrument group `folder/stem-GROUP.flac` and
     `folder/stem-GROUP.mid` (the folder is made when missing), from FluidSynth runs of the groups: the mix is the sum
     of the stems, all with one gain.  `stem_groups`: stems of these groups only (a part edit's new part: the
     other parts are the song's own); the other groups are rendered together at the same time, and the mix is
-    their sum with the stems.
+    their sum with the stems (`backing`: those groups rendered ahead, used when they are exactly its notes).
     Without `stems` (or for a score without notes) it is render_mp3 and the list is empty.  `processes`: the
     programs it runs at once (default one per core; the page's variants, rendered side by side, share them)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     return _render(score, folder / f"{stem}.mp3", folder if stems else None, stem, None, soundfont, rate,
-                   bitrate, timeout, processes, stem_groups)
+                   bitrate, timeout, processes, stem_groups, backing)
 
 
 def render_stems(score: Score, folder: str | os.PathLike, stem_prefix: str, gain_db: float | None = None,

@@ -73,6 +73,7 @@ class Cost:
     seconds: float  # the estimate of the whole request here
     bars: int = 0  # bars to write (the generated span: the new bars, the infilled ones, or the whole song)
     preview: tuple[int, int] | None = None  # bars (first, last) the audio previews play; None: the whole piece
+    stems: tuple[int, ...] | None = None  # the groups whose stems the previews write (None: every group's)
 
     @property
     def short(self) -> bool:
@@ -160,7 +161,8 @@ def estimate(request: GenerationRequest) -> Cost:
     seconds = OVERHEAD_SECONDS + generation + mix * MIX_SECONDS_PER_SECOND + stems * RENDER_SECONDS_PER_TRACK_SECOND
     if getattr(request, "loop", False):
         seconds += request.variants * (LOOP_SECONDS_PER_VARIANT + LOOP_SECONDS_PER_BAR * plan.limit / bar)
-    return Cost(steps, 3 * len(plan.context), kept, audio, seconds, plan.span_bars, preview)
+    stems = () if preview is not None else None if groups is None else tuple(groups)
+    return Cost(steps, 3 * len(plan.context), kept, audio, seconds, plan.span_bars, preview, stems)
 
 
 def stem_groups(request: GenerationRequest, seconds: float, every: float) -> tuple[list[int] | None, str | None]:

@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import ExitStack
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -19,18 +19,19 @@ from typing import Callable
 from model import checkpoint as ckpt
 from model.adherence import adherence
 from model.request import GenerationRequest, RequestError
-from render.audio import CORES, RenderError, render_preview
+from render.audio import CORES, Backing, RenderError, render_preview
 from render.pianoroll import draw_pianoroll
 from tokenizer import Score, write_midi
 from tokenizer import vocab as V
 
 from .archive import write_zip
-from .budget import Deadline, check, estimate, stem_groups
+from .budget import Cost, Deadline, check, estimate, stem_groups
 from .history import Cancelled
 from .inputs import Prepared
 from .results import Recipe, Result, Variant, missing_parts
 from .runner import Runner
 from .stores import OutputStore
+from .worker import taking_a_core
 
 log = logging.getLogger(__name__)
 
@@ -95,41 +96,55 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
         report(GENERATING * float(f), f"generating: {min(cost.bars, int(float(f) * cost.bars))} of {cost.bars} bars")
 
     generating(0.0)
-    try:
-        scores, stats = runner(eng, recipe.checkpoint, request, generating, short=cost.short)
-    except ValueError as e:  # a request this engine cannot serve (drums alone for a melody engine, an
-        log.info("engine %s refused the request: %s", eng.name, e)  # unknown reference song, ...)
-        raise RequestError(str(e)) from None
-    with store.request_dir() as out:
-        recipe = keep_copies(recipe, out)
-        t0 = time.perf_counter()
-        report(GENERATING, "rendering")
-        def finish(v: Variant) -> Variant:
-            return replace(v, recipe=recipe, adherence=adherence(request, v.score),
-                           missing=missing_parts(eng, request, v.score))
+    with render_ahead(request, cost) as backing:
+        try:
+            scores, stats = runner(eng, recipe.checkpoint, request, generating, short=cost.short)
+        except ValueError as e:  # a request this engine cannot serve (drums alone for a melody engine, an
+            log.info("engine %s refused the request: %s", eng.name, e)  # unknown reference song, ...)
+            raise RequestError(str(e)) from None
+        with store.request_dir() as out:
+            recipe = keep_copies(recipe, out)
+            t0 = time.perf_counter()
+            report(GENERATING, "rendering")
+            def finish(v: Variant) -> Variant:
+                return replace(v, recipe=recipe, adherence=adherence(request, v.score),
+                               missing=missing_parts(eng, request, v.score))
 
-        def partial(done: list[Variant], warnings: list[str]) -> None:
-            if on_partial is not None:
-                on_partial(Result(sorted(map(finish, done), key=lambda v: v.index), None, request.seed,
-                                  prepared.seed_was_random, request, eng.name, stats, time.perf_counter() - t0,
-                                  list(warnings), getattr(eng, "prompt_use", "continuing"), eng.controls, action))
+            def partial(done: list[Variant], warnings: list[str]) -> None:
+                if on_partial is not None:
+                    on_partial(Result(sorted(map(finish, done), key=lambda v: v.index), None, request.seed,
+                                      prepared.seed_was_random, request, eng.name, stats, time.perf_counter() - t0,
+                                      list(warnings), getattr(eng, "prompt_use", "continuing"), eng.controls, action))
 
-        variants, warnings = render_all(scores, request, out, report, partial, cost.preview)
-        variants = [finish(v) for v in variants]
-        zip_path = write_zip(variants, out, request.seed)
-        render_seconds = time.perf_counter() - t0
-    report(1.0, "done")
-    return Result(variants, zip_path, request.seed, prepared.seed_was_random, request, eng.name, stats,
-                  render_seconds, warnings, getattr(eng, "prompt_use", "continuing"), eng.controls, action)
+            variants, warnings = render_all(scores, request, out, report, partial, cost.preview, backing)
+            variants = [finish(v) for v in variants]
+            zip_path = write_zip(variants, out, request.seed)
+            render_seconds = time.perf_counter() - t0
+        report(1.0, "done")
+        return Result(variants, zip_path, request.seed, prepared.seed_was_random, request, eng.name, stats,
+                      render_seconds, warnings, getattr(eng, "prompt_use", "continuing"), eng.controls, action)
+
+
+def render_ahead(request: GenerationRequest, cost: Cost) -> AbstractContextManager[Backing | None]:
+    """The song's kept parts rendered while a part edit writes its new one (`render.audio.Backing`, one FluidSynth
+    taking a core from generation meanwhile), where the previews write the new part's stem alone: a long song,
+    whose other parts are most of its rendering (D_ROMERO's six: 17.8 s of FluidSynth, its brass alone 3.1 s).
+    Else nothing."""
+    edit = request.edit_kind
+    if edit is None or not edit.new_part or cost.preview is not None or not cost.stems:
+        return nullcontext(None)
+    kept = [g for g in request.prompt.groups if g not in cost.stems]
+    return Backing(request.prompt, kept, claim=taking_a_core) if kept else nullcontext(None)
 
 
 def render_all(scores: list[Score], request: GenerationRequest, out: Path, report: Reporter,
                on_done: Callable[[list[Variant], list[str]], None] | None = None,
-               preview: tuple[int, int] | None = None) -> tuple[list[Variant], list[str]]:
+               preview: tuple[int, int] | None = None,
+               backing: Backing | None = None) -> tuple[list[Variant], list[str]]:
     """(a Variant per score with its files in `out`, in order; warnings).  FluidSynth and lame run as
     subprocesses, the pictures on matplotlib's thread-safe Agg canvas: the variants render side by side, and
     `on_done(the variants ready so far, warnings)` is called as each one is.  `preview`: the bars the audio
-    plays (budget.preview_bars; no stems then), None: the whole piece."""
+    plays (budget.preview_bars; no stems then), None: the whole piece.  `backing`: parts rendered ahead."""
     warnings: list[str] = []
     with ThreadPoolExecutor(max_workers=RENDER_WORKERS) as pool:
         if preview is not None:  # a musician looking for stems in the zip learns why there are none
@@ -141,7 +156,8 @@ def render_all(scores: list[Score], request: GenerationRequest, out: Path, repor
         if note is not None:
             warnings.append(note)
         processes = max(1, CORES // min(len(scores), RENDER_WORKERS))  # the variants share the cores
-        futures = {pool.submit(render_variant, i, score, request, out, warnings, groups, preview, processes): i - 1
+        futures = {pool.submit(render_variant, i, score, request, out, warnings, groups, preview, processes,
+                               backing): i - 1
                    for i, score in enumerate(scores, 1)}
         done: list[Variant] = []
         for f in as_completed(futures):
@@ -154,7 +170,7 @@ def render_all(scores: list[Score], request: GenerationRequest, out: Path, repor
 
 def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, warnings: list[str],
                    stem_groups: list[int] | None = None, preview: tuple[int, int] | None = None,
-                   processes: int | None = None) -> Variant:
+                   processes: int | None = None, backing: Backing | None = None) -> Variant:
     """MIDI, piano roll and MP3 (and the stems of `stem_groups`, None: of every group) of one variant, the MP3 of
     bars `preview` (first, last) only when given; a preview that cannot be made is a warning, not a failure."""
     stem = f"midi-bangers-{request.seed}-v{i}"
@@ -168,7 +184,7 @@ def render_variant(i: int, score: Score, request: GenerationRequest, out: Path, 
                 preview = (preview[0], max(preview[0], min(preview[1], -(-score.span_steps // score.bar_steps))))
             clip = score if preview is None else score.window(*preview)
             r, tracks = render_preview(clip, out, stem, stems=stem_groups != [] and preview is None,
-                                       processes=processes, stem_groups=stem_groups)
+                                       processes=processes, stem_groups=stem_groups, backing=backing)
         except RenderError as e:
             if str(e) not in warnings:
                 warnings.append(str(e))

@@ -151,3 +151,26 @@ def test_continuing_a_long_song_previews_the_new_bars_and_the_bars_before(make_s
     assert roll_data(v.score, v.audio_seconds, v.audio_start)["audio_start"] == round(v.audio_start, 4)
     assert "the preview plays bars 37-42" in res.summary
     assert any(w.startswith("stems left out of the zip: an edit of a long song previews bars 37-42") for w in res.warnings)
+
+
+def test_a_long_part_edit_renders_the_songs_other_parts_while_it_writes_the_new_one(make_studio, tmp_path,
+                                                                                    monkeypatch):
+    """Where a part edit's previews write the new part's stem alone (a long song; here the limit is lowered), the
+    song's other parts are rendered while the model writes, and the preview's mix takes that audio."""
+    import threading
+
+    from render import audio
+    from studio import budget as B
+
+    monkeypatch.setattr(B, "PART_STEMS_SECONDS", 1)
+    upload = write_midi(load_midi(SONG).first_bars(2), tmp_path / "upload.mid")
+    runs, used = [], []
+    synthesize, backing_audio = audio._synthesize, audio.Backing.audio
+    monkeypatch.setattr(audio, "_synthesize", lambda midi, *a, **k: runs.append(threading.current_thread().name)
+                        or synthesize(midi, *a, **k))
+    monkeypatch.setattr(audio.Backing, "audio", lambda self, midi, rate: used.append(backing_audio(self, midi, rate))
+                        or used[-1])
+    res = make_studio().edit_upload("add_part", {"midi": {"path": str(upload)}, "part": "strings", "seed": "3"})
+    assert [[s.group for s in v.stems] for v in res.variants] == [["strings"]]
+    assert len(used) == 1 and used[0] is not None
+    assert runs.count("render-backing") == 1 and len(runs) == 2  # the song's parts, then the new part alone

@@ -1,6 +1,6 @@
 """The inference workers: each job runs on a thread of its own with the worker's torch thread count, set for that
 thread alone (other threads keep theirs, and its OpenMP team ends with it); the lanes' workers share the cores (a job takes the default divided by the lanes busy, and gives a core back at its progress
-reports while another lane runs); an exception in a job reaches the caller."""
+reports while another lane runs, or while a program renders beside it); an exception in a job reaches the caller."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 import pytest
 import torch
 
-from studio.worker import THREADS_ENV, InferenceWorker
+from studio.worker import THREADS_ENV, InferenceWorker, taking_a_core
 
 
 def test_a_job_runs_on_a_thread_of_its_own_with_the_workers_threads():
@@ -76,3 +76,25 @@ def test_the_lanes_share_the_cores_while_both_are_busy(monkeypatch):
     finally:
         long.close(), short.close()
     assert seen == {"long alone": 2, "short": 1, "long beside short": 1, "long alone again": 2}
+
+
+def test_a_program_beside_generation_takes_a_core_while_it_runs(monkeypatch):
+    """FluidSynth rendering an edit's kept parts (`taking_a_core`): the job's next progress report gives a core to
+    it, the first report after it ends takes the core back."""
+    monkeypatch.setenv(THREADS_ENV, "2")
+    worker = InferenceWorker(name="test-beside")
+    seen = []
+
+    def job() -> None:
+        seen.append(torch.get_num_threads())
+        with taking_a_core():
+            worker.rebalance()
+            seen.append(torch.get_num_threads())
+        worker.rebalance()
+        seen.append(torch.get_num_threads())
+
+    try:
+        worker.run(job)
+    finally:
+        worker.close()
+    assert seen == [2, 1, 2]
