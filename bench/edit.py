@@ -11,6 +11,9 @@ and the checks a musician cares about:
 - /continue by --bars: the song kept, the new notes' bars after the song's end;
 - /infill of --infill (default: 4 bars in the middle): every note outside those bars kept note for note;
 - with --dense, the same three edits (and /regenerate_part) on a dense 64-bar, 16-track, 20,000-note upload.
+With --ahead N, instead: the /add_part of each song N times with the song's other parts rendered while the model
+writes (`studio.pipeline.render_ahead`) and N times without, interleaved, in this process through the Studio and
+its inference lanes (no HTTP), side by side.
 The default songs: the longest level music of Freedoom (D_ROMERO of freedoom2.wad, BSD-3: 227 bars of 4/4, 6,879
 notes, 7 parts, 8.7 minutes), read from the Debian package's WAD, and POP909 song 023 (MIT; 4.3 minutes, 1,655
 notes, piano; 258 bars of 1/4 as the file is annotated) where ../shared/data/pop909 holds it.
@@ -131,6 +134,34 @@ def edit_rows(client, name: str, path: str, part: str | None, bars: int, infill:
     return rows
 
 
+def ahead_rows(name: str, path: str, part: str, rounds: int, tmp: str) -> list[dict]:
+    """The add_part of `part` over the song at `path`, with and without its other parts rendered ahead,
+    interleaved `rounds` times, in this process through a Studio (the app's runner and lanes)."""
+    from contextlib import nullcontext
+
+    import studio
+    from studio import pipeline
+    from studio.runner import LocalRunner
+
+    st = studio.Studio(studio.OutputStore(os.path.join(tmp, "ahead")), runner=LocalRunner())
+    st.generate({"groups": ["piano"], "drums": False, "bars": 1, "variants": 1, "seed": "1"})  # warm-up
+    ahead, rows = pipeline.render_ahead, []
+    try:
+        for _ in range(rounds):
+            for on in (True, False):
+                pipeline.render_ahead = ahead if on else (lambda request, cost: nullcontext(None))
+                print(f"{name}: add_part {part}, rendered ahead: {on} ...", flush=True)
+                t = time.perf_counter()
+                res = st.edit_upload("add_part", {"midi": path, "part": part, "seed": "5"})
+                rows.append({"song": name, "edit": "add_part", "part": part, "rendered ahead": on,
+                             "wall s": round(time.perf_counter() - t, 1),
+                             "generation s": round(res.stats["seconds"], 1), "render s": round(res.render_seconds, 1),
+                             "stems": [s.group for s in res.variants[0].stems]})
+    finally:
+        pipeline.render_ahead = ahead
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.edit", description=__doc__.split("\n\n")[0])
     p.add_argument("--song", action="append", default=None,
@@ -140,7 +171,12 @@ def main(argv=None) -> int:
     p.add_argument("--bars", type=int, default=4, help="bars /continue adds")
     p.add_argument("--infill", default=None, help="FIRST-LAST bars /infill writes anew (default: 4 in the middle)")
     p.add_argument("--dense", action="store_true", help="also edit a dense 64-bar, 16-track, 20,000-note upload")
+    p.add_argument("--ahead", type=int, default=0, metavar="N",
+                   help="instead: /add_part of each song in-process N times with its other parts rendered ahead and "
+                        "N times without, interleaved")
     args = p.parse_args(argv)
+    if args.ahead:
+        return main_ahead(args)
     from gradio_client import Client
 
     from bench.fair import dense_song
@@ -164,6 +200,27 @@ def main(argv=None) -> int:
                               regenerate="piano")
     for r in rows:
         print(" | ".join(f"{k}: {v}" for k, v in r.items()))
+    print(json.dumps(rows))
+    return 0
+
+
+def main_ahead(args) -> int:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # as app.py sets it before torch loads (studio/worker.py)
+    from tokenizer import load_midi
+    from tokenizer import vocab as V
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for song in args.song or [default_song(tmp)]:
+            has = {V.GROUPS[g] for g in load_midi(song).groups}
+            part = args.part or next(g for g in ("strings", "brass", "organ", "lead", "reed") if g not in has)
+            rows += ahead_rows(os.path.basename(song), song, part, args.ahead, tmp)
+    for r in rows:
+        print(" | ".join(f"{k}: {v}" for k, v in r.items()))
+    for on in (True, False):
+        mine = [r for r in rows if r["rendered ahead"] == on]
+        print(f"rendered ahead: {on}: " + ", ".join(
+            f"{k} {sum(r[k] for r in mine) / len(mine):.1f}" for k in ("wall s", "generation s", "render s")))
     print(json.dumps(rows))
     return 0
 
