@@ -7,6 +7,7 @@ of every new MP3 against the piece + RELEASE_TAIL, and what one stem costs as FL
     python -m bench.render --processes     # long and dense previews: one FluidSynth against one per core
     python -m bench.render --voices        # FluidSynth's default 256 voices against POLYPHONY, real and dense
     python -m bench.render --part-stem     # a part edit's preview: every part's stems against the new part's
+    python -m bench.render --loudness      # the loudness measure of an 8.7-minute mix on 1 thread and 2
 
 Sets: the first N openttd-openmsx songs (/usr/share/games/openttd/baseset/openmsx/*.mid), each cut to its
 first B bars (different songs: quiet and loud ones), and, when the engine loads, the V variants of one
@@ -213,23 +214,44 @@ def processes_set(tmp: Path, repeats: int = 2) -> None:
 def part_stem_set(tmp: Path, repeats: int = 2) -> None:
     """A part edit's preview, best of `repeats`: the whole mix with every part's stems (as before) against the mix
     with the new part's stem only (`render_preview` stem_groups, what studio.pipeline renders for a part edit),
-    and the mix alone: the dense 20,000-note upload with its piano, and D_ROMERO with its busiest part."""
+    the same with the other parts rendered ahead (`Backing`, done while the model writes: what is left after
+    generation), and the mix alone: the dense 20,000-note upload with its piano, and D_ROMERO with its busiest
+    part."""
     from bench.edit import default_song
     from bench.fair import dense_song
     from render import render_preview
+    from render.audio import SAMPLE_RATE, Backing
     from tokenizer import load_midi
     from tokenizer import vocab as V
 
     romero = load_midi(default_song(str(tmp)))
     busiest = max(romero.groups, key=lambda g: int((romero.notes["group"] == g).sum()))
     print(f"\n== a part edit's preview (best of {repeats} seconds)")
-    print(f"{'song':44s} {'every stem':>11s} {'one stem':>9s} {'no stem':>8s}")
+    print(f"{'song':44s} {'every stem':>11s} {'one stem':>9s} {'one, rest ahead':>16s} {'no stem':>8s}")
     for label, score, group in (("dense upload, 12 parts, 2.1 minutes (piano)", dense_song(), V.GROUPS.index("piano")),
                                 (f"D_ROMERO, 7 parts, 8.7 minutes ({V.GROUPS[busiest]})", romero, busiest)):
         every = best(lambda s=score: render_preview(s, tmp / "every", "v"), repeats)
         one = best(lambda s=score, g=group: render_preview(s, tmp / "one", "v", stem_groups=[g]), repeats)
+        backing = Backing(score, [g for g in score.groups if g != group])
+        backing.audio(backing.midi, SAMPLE_RATE)  # done: generation takes longer than this
+        ahead = best(lambda s=score, g=group, b=backing: render_preview(s, tmp / "ahead", "v", stem_groups=[g], backing=b),
+                     repeats)
         none = best(lambda s=score: render_preview(s, tmp / "none", "v", stems=False), repeats)
-        print(f"{label:44s} {every:11.2f} {one:9.2f} {none:8.2f}")
+        print(f"{label:44s} {every:11.2f} {one:9.2f} {ahead:16.2f} {none:8.2f}")
+
+
+def loudness_set(tmp: Path, repeats: int = 3) -> None:
+    """The loudness measure of D_ROMERO's 8.7-minute mix (`render.loudness.block_powers`, which a preview's gain
+    needs before anything is encoded) on one thread and on one a core, best of `repeats`."""
+    from bench.edit import default_song
+    from render.audio import CORES, SAMPLE_RATE, read_wav, render_wav
+    from render.loudness import block_powers
+    from tokenizer import load_midi
+
+    mix = read_wav(render_wav(load_midi(default_song(str(tmp))), tmp / "romero.wav"))[0]
+    print(f"\n== loudness of D_ROMERO's mix, {len(mix) / SAMPLE_RATE / 60:.1f} minutes (best of {repeats} seconds)")
+    for threads in sorted({1, CORES}):
+        print(f"block_powers, {threads} thread(s): {best(lambda t=threads: block_powers(mix, SAMPLE_RATE, t), repeats):.2f}")
 
 
 def voices_set(tmp: Path, repeats: int = 2) -> None:
@@ -291,6 +313,8 @@ def main(argv=None) -> int:
                     "render.audio.POLYPHONY, on real songs and the dense upload (needs Freedoom's WAD)")
     ap.add_argument("--part-stem", action="store_true", help="only a part edit's preview: every part's stems "
                     "against the new part's (needs Freedoom's WAD)")
+    ap.add_argument("--loudness", action="store_true", help="only the loudness measure of a long mix, on one "
+                    "thread and one a core (needs Freedoom's WAD)")
     args = ap.parse_args(argv)
 
     from render import RenderError
@@ -303,8 +327,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            if args.processes or args.voices or args.part_stem:
-                (processes_set if args.processes else voices_set if args.voices else part_stem_set)(tmp)
+            only = [f for on, f in ((args.processes, processes_set), (args.voices, voices_set),
+                                    (args.part_stem, part_stem_set), (args.loudness, loudness_set)) if on]
+            for f in only:
+                f(tmp)
+            if only:
                 return 0
             bench_set(f"openmsx songs, first {args.bars} bars", list(openmsx_pieces(args.files, args.bars)), tmp)
             if not args.no_generated:

@@ -160,6 +160,12 @@ def test_a_long_mix_rendered_in_pieces_at_once_is_the_whole_render(tmp_path, mon
     assert parts.shape == whole.shape
     assert abs(integrated_loudness(parts, SAMPLE_RATE) - integrated_loudness(whole, SAMPLE_RATE)) < 0.2
     assert np.corrcoef(_envelope(parts[:, 0]), _envelope(whole[:, 0]))[0, 1] > 0.98
+    # a part's stem alone takes the same path (a part edit's new part): its pieces at once, the mix beside them
+    bass = V.GROUPS.index("bass")
+    alone = audio._stem_parts(audio._stem_score(score, bass), frames, tmp_path, None, SAMPLE_RATE, 60, 1)[0]
+    pieces = audio._stem_parts(audio._stem_score(score, bass), frames, tmp_path, None, SAMPLE_RATE, 60, 2)[0]
+    assert abs(integrated_loudness(pieces, SAMPLE_RATE) - integrated_loudness(alone, SAMPLE_RATE)) < 0.2
+    assert np.corrcoef(_envelope(pieces[:, 0]), _envelope(alone[:, 0]))[0, 1] > 0.98
     # render_mp3 takes the parallel path for a long piece and still lasts the piece plus the tail
     monkeypatch.setattr(audio, "PARALLEL_SECONDS", 5.0)
     monkeypatch.setattr(audio, "CORES", 2)
