@@ -11,9 +11,9 @@ and the checks a musician cares about:
 - /continue by --bars: the song kept, the new notes' bars after the song's end;
 - /infill of --infill (default: 4 bars in the middle): every note outside those bars kept note for note;
 - with --dense, the same three edits (and /regenerate_part) on a dense 64-bar, 16-track, 20,000-note upload.
-With --ahead N, instead: the /add_part of each song N times with the song's other parts rendered while the model
-writes (`studio.pipeline.render_ahead`) and N times without, interleaved, in this process through the Studio and
-its inference lanes (no HTTP), side by side.
+With --ahead N, instead: the /add_part of each song (with --dense, the dense upload's continue and infill, and
+the add_part of each --song given) N times with the notes it keeps rendered while the model writes (`studio.pipeline.render_ahead`) and N times
+without, interleaved, in this process through the Studio and its inference lanes (no HTTP), side by side.
 The default songs: the longest level music of Freedoom (D_ROMERO of freedoom2.wad, BSD-3: 227 bars of 4/4, 6,879
 notes, 7 parts, 8.7 minutes), read from the Debian package's WAD, and POP909 song 023 (MIT; 4.3 minutes, 1,655
 notes, piano; 258 bars of 1/4 as the file is annotated) where ../shared/data/pop909 holds it.
@@ -134,8 +134,8 @@ def edit_rows(client, name: str, path: str, part: str | None, bars: int, infill:
     return rows
 
 
-def ahead_rows(name: str, path: str, part: str, rounds: int, tmp: str) -> list[dict]:
-    """The add_part of `part` over the song at `path`, with and without its other parts rendered ahead,
+def ahead_rows(name: str, path: str, jobs: list[tuple[str, dict]], rounds: int, tmp: str) -> list[dict]:
+    """Each edit (kind, fields) of the song at `path`, with and without the notes it keeps rendered ahead,
     interleaved `rounds` times, in this process through a Studio (the app's runner and lanes)."""
     from contextlib import nullcontext
 
@@ -148,15 +148,17 @@ def ahead_rows(name: str, path: str, part: str, rounds: int, tmp: str) -> list[d
     ahead, rows = pipeline.render_ahead, []
     try:
         for _ in range(rounds):
-            for on in (True, False):
-                pipeline.render_ahead = ahead if on else (lambda request, cost: nullcontext(None))
-                print(f"{name}: add_part {part}, rendered ahead: {on} ...", flush=True)
-                t = time.perf_counter()
-                res = st.edit_upload("add_part", {"midi": path, "part": part, "seed": "5"})
-                rows.append({"song": name, "edit": "add_part", "part": part, "rendered ahead": on,
-                             "wall s": round(time.perf_counter() - t, 1),
-                             "generation s": round(res.stats["seconds"], 1), "render s": round(res.render_seconds, 1),
-                             "stems": [s.group for s in res.variants[0].stems]})
+            for kind, fields in jobs:
+                for on in (True, False):
+                    pipeline.render_ahead = ahead if on else (lambda request, cost: nullcontext(None))
+                    print(f"{name}: {kind} {fields}, rendered ahead: {on} ...", flush=True)
+                    t = time.perf_counter()
+                    res = st.edit_upload(kind, {"midi": path, "seed": "5", **fields})
+                    rows.append({"song": name, "edit": kind, **fields, "rendered ahead": on,
+                                 "wall s": round(time.perf_counter() - t, 2),
+                                 "generation s": round(res.stats["seconds"], 2),
+                                 "render s": round(res.render_seconds, 2),
+                                 "stems": [s.group for s in res.variants[0].stems]})
     finally:
         pipeline.render_ahead = ahead
     return rows
@@ -206,21 +208,30 @@ def main(argv=None) -> int:
 
 def main_ahead(args) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as app.py sets it before torch loads (studio/worker.py)
-    from tokenizer import load_midi
+    from bench.fair import dense_song
+    from model.edits import AddPart, Continue, Infill
+    from tokenizer import load_midi, write_midi
     from tokenizer import vocab as V
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for song in args.song or [default_song(tmp)]:
+        for song in args.song or ([] if args.dense else [default_song(tmp)]):
             has = {V.GROUPS[g] for g in load_midi(song).groups}
             part = args.part or next(g for g in ("strings", "brass", "organ", "lead", "reed") if g not in has)
-            rows += ahead_rows(os.path.basename(song), song, part, args.ahead, tmp)
+            rows += ahead_rows(os.path.basename(song), song, [(AddPart.name, {"part": part})], args.ahead, tmp)
+        if args.dense:
+            dense = str(write_midi(dense_song(), os.path.join(tmp, "dense.mid")))
+            rows += ahead_rows("dense 64 bars, 20,000 notes", dense, [
+                (Continue.name, {"bars": 2}), (Infill.name, {"first_bar": 30, "last_bar": 31})], args.ahead, tmp)
     for r in rows:
         print(" | ".join(f"{k}: {v}" for k, v in r.items()))
-    for on in (True, False):
-        mine = [r for r in rows if r["rendered ahead"] == on]
-        print(f"rendered ahead: {on}: " + ", ".join(
-            f"{k} {sum(r[k] for r in mine) / len(mine):.1f}" for k in ("wall s", "generation s", "render s")))
+    for key in sorted({(r["song"], r["edit"]) for r in rows}):
+        for on in (True, False):
+            mine = [r for r in rows if (r["song"], r["edit"]) == key and r["rendered ahead"] == on]
+            wall, render = (sum(r[k] for r in mine) / len(mine) for k in ("wall s", "render s"))
+            print(f"{key[0]}, {key[1]}, rendered ahead: {on}: wall {wall:.2f} s, generation "
+                  f"{sum(r['generation s'] for r in mine) / len(mine):.2f} s, rendering {render:.2f} s "
+                  f"({render / wall:.0%} of the wall)")
     print(json.dumps(rows))
     return 0
 

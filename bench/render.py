@@ -232,7 +232,7 @@ def part_stem_set(tmp: Path, repeats: int = 2) -> None:
                                 (f"D_ROMERO, 7 parts, 8.7 minutes ({V.GROUPS[busiest]})", romero, busiest)):
         every = best(lambda s=score: render_preview(s, tmp / "every", "v"), repeats)
         one = best(lambda s=score, g=group: render_preview(s, tmp / "one", "v", stem_groups=[g]), repeats)
-        backing = Backing(score, [g for g in score.groups if g != group])
+        backing = Backing.of_groups(score, [g for g in score.groups if g != group])
         backing.audio(backing.midi, SAMPLE_RATE)  # done: generation takes longer than this
         ahead = best(lambda s=score, g=group, b=backing: render_preview(s, tmp / "ahead", "v", stem_groups=[g], backing=b),
                      repeats)

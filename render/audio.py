@@ -3,7 +3,7 @@
     res = render_mp3(score, "v1.mp3")                         # the mix only (a Score or MIDI bytes)
     res, stems = render_preview(score, folder, "v1")          # v1.mp3 + v1-piano.flac, v1-piano.mid, ...
     stems = render_stems(score, folder, "v1", gain_db=res.gain_db)
-    backing = Backing(song, kept_groups)                      # renders them now, while the edit writes its new part
+    backing = Backing.of_groups(song, kept_groups)            # renders them now, while the edit writes its new part
     res, stems = render_preview(edited, folder, "v1", stem_groups=[new_group], backing=backing)
 
 Length.  A preview lasts exactly the piece plus RELEASE_TAIL seconds.  The piece is `score.length` steps, or
@@ -469,24 +469,32 @@ def encode_flacs(wavs: list[Path], flacs: list[Path], timeout: float = 120.0) ->
 
 
 # ---- previews ---------------------------------------------------------------------------------
-def _stem_score(score: Score, groups: int | list[int]) -> Score:
-    """The score's notes of one group (or of several), lasting as long as the whole piece."""
+def _stem_score(score: Score, groups: int | list[int] | None = None, mask: np.ndarray | None = None) -> Score:
+    """The score's notes of one group (or of several; or those `mask` picks), lasting as long as the whole piece."""
     length = score.length if score.length is not None else score.end_step
-    return Score(score.notes[np.isin(score.notes["group"], np.atleast_1d(groups))], score.bpm, score.time_signature, score.style,
-                 length=length, drum_kit=score.drum_kit)
+    if mask is None:
+        mask = np.isin(score.notes["group"], np.atleast_1d(groups))
+    return Score(score.notes[mask], score.bpm, score.time_signature, score.style, length=length,
+                 drum_kit=score.drum_kit)
 
 
 class Backing:
-    """Some parts of a song rendered ahead, while an edit writes its new part: FluidSynth's output for the
-    score's `groups` (one process, started at once on a thread of its own; `claim()` is held while it runs, so
-    that the caller can give the generation a core less meanwhile).  A part edit's preview whose other parts turn
-    out to be exactly these (the same MIDI file) takes this audio instead of rendering them again
-    (`render_preview(..., backing=)`), and the mix is the same samples; any other preview renders as before."""
+    """The notes of a song that an edit keeps, rendered ahead while the model writes the new ones: FluidSynth's
+    output for the notes `known(notes)` picks of `score` (one process, started at once on a thread of its own;
+    `claim()` is held while it runs, so that the caller can give the generation a core less meanwhile).
 
-    def __init__(self, score: Score, groups: list[int], soundfont: str | os.PathLike | None = None,
-                 rate: int = SAMPLE_RATE, timeout: float = 120.0,
+    - `Backing.of_groups(song, groups)`: a part edit's other parts.  Its preview, whose other parts turn out to be
+      exactly these (the same MIDI file), takes this audio beside the new part's stem.
+    - `Backing.outside(window, lo, hi)`: the notes of an infill's or a continuation's preview window with onsets
+      outside steps [lo, hi).  Its preview renders the new notes alone and adds this audio.
+
+    (`render_preview(..., backing=)`.)  A preview whose known notes are not exactly these renders as before."""
+
+    def __init__(self, score: Score, known: Callable[[np.ndarray], np.ndarray],
+                 soundfont: str | os.PathLike | None = None, rate: int = SAMPLE_RATE, timeout: float = 120.0,
                  claim: Callable[[], AbstractContextManager] = nullcontext):
-        self.midi, self.rate = _midi_bytes(_stem_score(score, groups)), rate
+        self.known, self.rate = known, rate
+        self.midi = _midi_bytes(self.split(score)[0])
         self._audio: Future = Future()
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
@@ -494,13 +502,28 @@ class Backing:
         threading.Thread(target=self._work, args=(soundfont, timeout, claim), name="render-backing",
                          daemon=True).start()
 
+    @classmethod
+    def of_groups(cls, score: Score, groups: list[int], **kw) -> "Backing":
+        return cls(score, lambda notes: np.isin(notes["group"], groups), **kw)
+
+    @classmethod
+    def outside(cls, score: Score, lo: int, hi: int, **kw) -> "Backing":
+        return cls(score, lambda notes: (notes["onset"] < lo) | (notes["onset"] >= hi), **kw)
+
+    def split(self, score: Score) -> tuple[Score, Score]:
+        """(the notes of `score` this backing renders, the others), each lasting as long as the whole piece."""
+        mine = self.known(score.notes)
+        return _stem_score(score, mask=mine), _stem_score(score, mask=~mine)
+
     def _work(self, soundfont, timeout: float, claim) -> None:
         try:
             with claim(), tempfile.TemporaryDirectory(prefix="render-") as tmp:
-                raw = _synthesize(self.midi, Path(tmp) / "backing.f32", soundfont, self.rate, timeout, self._started)
-                self._audio.set_result(np.array(raw))  # in memory: the file goes with the folder
+                raw = np.array(_synthesize(self.midi, Path(tmp) / "backing.f32", soundfont, self.rate, timeout,
+                                           self._started))  # in memory: the file goes with the folder
         except BaseException as e:  # noqa: BLE001 - the preview renders these parts itself then
             self._audio.set_exception(e)
+            return
+        self._audio.set_result(raw)  # once the claim is given back
 
     def _started(self, proc: subprocess.Popen) -> None:
         with self._lock:
@@ -566,8 +589,11 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
             mix, parts = _rest_and_stems(midi, groups, frames, tmp, soundfont, rate, timeout, processes, backing)
             peak = max(_peak_db(p) for p in parts + [mix])
         else:
-            mix, peak = _render_mix(midi, frames, tmp, soundfont, rate, timeout, processes)
-            parts = []
+            parts, mix = [], _known_and_new(midi, frames, tmp, soundfont, rate, timeout, processes, backing)
+            if mix is None:
+                mix, peak = _render_mix(midi, frames, tmp, soundfont, rate, timeout, processes)
+            else:
+                peak = _peak_db(mix)
         limited = False
         z = block_powers(mix, rate, processes) if gain_db is None or mp3_path is not None else None
         if gain_db is None:
@@ -608,6 +634,22 @@ def _rest_and_stems(score: Score, groups: list[int], frames: int, tmp: Path, sou
     for part in parts:
         mix += part
     return mix, parts
+
+
+def _known_and_new(score: Score | bytes, frames: int, tmp: Path, soundfont, rate: int, timeout: float,
+                   processes: int, backing: Backing | None) -> np.ndarray | None:
+    """The mix from `backing`'s audio of the notes it rendered ahead plus a render of the score's other notes; None
+    when those are not exactly the notes it rendered (or there is no backing): the caller renders the score whole."""
+    if backing is None or not isinstance(score, Score):
+        return None
+    known, new = backing.split(score)
+    audio = backing.audio(_midi_bytes(known), rate)
+    if audio is None:
+        return None
+    mix = _fit(audio, frames, rate)
+    if len(new.notes):
+        mix += _render_mix(new, frames, tmp, soundfont, rate, timeout, processes)[0]
+    return mix
 
 
 def _render_mix(midi: Score | bytes, frames: int, tmp: Path, soundfont, rate: int, timeout: float,

@@ -74,6 +74,7 @@ class Cost:
     bars: int = 0  # bars to write (the generated span: the new bars, the infilled ones, or the whole song)
     preview: tuple[int, int] | None = None  # bars (first, last) the audio previews play; None: the whole piece
     stems: tuple[int, ...] | None = None  # the groups whose stems the previews write (None: every group's)
+    edited: tuple[int, int] | None = None  # bars (first, last) a continuation or an infill writes, 1-based
 
     @property
     def short(self) -> bool:
@@ -103,7 +104,7 @@ def preview_bars(plan) -> tuple[int, int] | None:
     total = -(-plan.limit // bar)
     if total <= PREVIEW_WHOLE_BARS or plan.min_time <= 0:
         return None
-    span = (plan.min_time // bar + 1, -(-plan.new_end // bar))  # the edited bars
+    span = edited_bars(plan)
     onsets = plan.song_notes()["onset"].astype(np.int64)
     per_bar = np.bincount(onsets // bar, minlength=total + 1)
     lead, tail = PREVIEW_LEAD_BARS, PREVIEW_TAIL_BARS
@@ -114,6 +115,11 @@ def preview_bars(plan) -> tuple[int, int] | None:
             break
         lead, tail = (lead - 1, tail) if lead > tail else (lead, tail - 1)
     return None if last - first + 1 > total - PREVIEW_LEAD_BARS else (first, last)
+
+
+def edited_bars(plan) -> tuple[int, int]:
+    """(first, last) bars, 1-based, of the span a request writes (the new bars of a continuation, an infill's)."""
+    return plan.min_time // plan.bar_steps + 1, -(-plan.new_end // plan.bar_steps)
 
 
 def steps_per_second(batch: int) -> float:
@@ -162,7 +168,8 @@ def estimate(request: GenerationRequest) -> Cost:
     if getattr(request, "loop", False):
         seconds += request.variants * (LOOP_SECONDS_PER_VARIANT + LOOP_SECONDS_PER_BAR * plan.limit / bar)
     stems = () if preview is not None else None if groups is None else tuple(groups)
-    return Cost(steps, 3 * len(plan.context), kept, audio, seconds, plan.span_bars, preview, stems)
+    return Cost(steps, 3 * len(plan.context), kept, audio, seconds, plan.span_bars, preview, stems,
+                None if preview is None else edited_bars(plan))
 
 
 def stem_groups(request: GenerationRequest, seconds: float, every: float) -> tuple[list[int] | None, str | None]:

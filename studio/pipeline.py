@@ -126,15 +126,22 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
 
 
 def render_ahead(request: GenerationRequest, cost: Cost) -> AbstractContextManager[Backing | None]:
-    """The song's kept parts rendered while a part edit writes its new one (`render.audio.Backing`, one FluidSynth
-    taking a core from generation meanwhile), where the previews write the new part's stem alone: a long song,
-    whose other parts are most of its rendering (D_ROMERO's six: 17.8 s of FluidSynth, its brass alone 3.1 s).
-    Else nothing."""
-    edit = request.edit_kind
-    if edit is None or not edit.new_part or cost.preview is not None or not cost.stems:
+    """The notes an edit keeps, rendered while the model writes the new ones (`render.audio.Backing`, one FluidSynth
+    taking a core from generation meanwhile), or nothing:
+    - a part edit whose previews write the new part's stem alone (a long song): the song's other parts, most of its
+      rendering (D_ROMERO's six: 17.8 s of FluidSynth, its brass alone 3.1 s);
+    - a continuation or an infill previewed in part: the bars around the span it writes, in the preview's window."""
+    edit, song = request.edit_kind, request.prompt
+    if edit is None or song is None:
         return nullcontext(None)
-    kept = [g for g in request.prompt.groups if g not in cost.stems]
-    return Backing(request.prompt, kept, claim=taking_a_core) if kept else nullcontext(None)
+    if cost.preview is not None and cost.edited is not None:
+        first, last = cost.preview
+        lo, hi = ((b - first) * song.bar_steps for b in (cost.edited[0], cost.edited[1] + 1))
+        return Backing.outside(song.window(first, last), lo, hi, claim=taking_a_core)
+    if not edit.new_part or cost.preview is not None or not cost.stems:
+        return nullcontext(None)
+    kept = [g for g in song.groups if g not in cost.stems]
+    return Backing.of_groups(song, kept, claim=taking_a_core) if kept else nullcontext(None)
 
 
 def render_all(scores: list[Score], request: GenerationRequest, out: Path, report: Reporter,

@@ -174,3 +174,27 @@ def test_a_long_part_edit_renders_the_songs_other_parts_while_it_writes_the_new_
     assert [[s.group for s in v.stems] for v in res.variants] == [["strings"]]
     assert len(used) == 1 and used[0] is not None
     assert runs.count("render-backing") == 1 and len(runs) == 2  # the song's parts, then the new part alone
+
+
+@pytest.mark.parametrize("kind, fields", [("continue", {"bars": 2}), ("infill", {"first_bar": 20, "last_bar": 21})])
+def test_a_long_songs_span_edit_renders_the_bars_around_it_while_it_writes(make_studio, tmp_path, monkeypatch, kind,
+                                                                           fields):
+    """A continuation or an infill of a long song previews a window of bars: the window's kept notes are rendered
+    while the model writes, and after it the new notes alone."""
+    import threading
+
+    from bench.fair import dense_song
+    from render import audio
+
+    upload = write_midi(dense_song(notes=600, bars=40, tracks=3), tmp_path / "long.mid")
+    runs, used = [], []
+    synthesize, backing_audio = audio._synthesize, audio.Backing.audio
+    monkeypatch.setattr(audio, "_synthesize", lambda midi, *a, **k: runs.append(threading.current_thread().name)
+                        or synthesize(midi, *a, **k))
+    monkeypatch.setattr(audio.Backing, "audio", lambda self, midi, rate: used.append(backing_audio(self, midi, rate))
+                        or used[-1])
+    res = make_studio().edit_upload(kind, {"midi": str(upload), "seed": "3", **fields})
+    v = res.variants[0]
+    assert v.preview_bars is not None and v.mp3.is_file()
+    assert len(used) == 1 and used[0] is not None
+    assert runs.count("render-backing") == 1  # the kept notes, ahead; after generation, the new ones alone
