@@ -12,7 +12,7 @@ and the checks a musician cares about:
 - /infill of --infill (default: 4 bars in the middle): every note outside those bars kept note for note;
 - with --dense, the same three edits (and /regenerate_part) on a dense 64-bar, 16-track, 20,000-note upload.
 With --ahead N, instead: the /add_part of each song (with --dense, the dense upload's continue and infill, and
-the add_part of each --song given) N times with the notes it keeps rendered while the model writes (`studio.pipeline.render_ahead`) and N times
+the add_part of each --song given; --regenerate adds its piano regenerated) N times with the notes it keeps rendered while the model writes (`studio.pipeline.render_ahead`) and N times
 without, interleaved, in this process through the Studio and its inference lanes (no HTTP), side by side.
 The default songs: the longest level music of Freedoom (D_ROMERO of freedoom2.wad, BSD-3: 227 bars of 4/4, 6,879
 notes, 7 parts, 8.7 minutes), read from the Debian package's WAD, and POP909 song 023 (MIT; 4.3 minutes, 1,655
@@ -176,6 +176,8 @@ def main(argv=None) -> int:
     p.add_argument("--ahead", type=int, default=0, metavar="N",
                    help="instead: /add_part of each song in-process N times with its other parts rendered ahead and "
                         "N times without, interleaved")
+    p.add_argument("--regenerate", action="store_true", help="with --ahead and --dense: also the dense upload's "
+                                                             "piano regenerated")
     args = p.parse_args(argv)
     if args.ahead:
         return main_ahead(args)
@@ -209,7 +211,7 @@ def main(argv=None) -> int:
 def main_ahead(args) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # as app.py sets it before torch loads (studio/worker.py)
     from bench.fair import dense_song
-    from model.edits import AddPart, Continue, Infill
+    from model.edits import AddPart, Continue, Infill, RegeneratePart
     from tokenizer import load_midi, write_midi
     from tokenizer import vocab as V
 
@@ -222,7 +224,8 @@ def main_ahead(args) -> int:
         if args.dense:
             dense = str(write_midi(dense_song(), os.path.join(tmp, "dense.mid")))
             rows += ahead_rows("dense 64 bars, 20,000 notes", dense, [
-                (Continue.name, {"bars": 2}), (Infill.name, {"first_bar": 30, "last_bar": 31})], args.ahead, tmp)
+                (Continue.name, {"bars": 2}), (Infill.name, {"first_bar": 30, "last_bar": 31}),
+                *([(RegeneratePart.name, {"part": "piano"})] if args.regenerate else [])], args.ahead, tmp)
     for r in rows:
         print(" | ".join(f"{k}: {v}" for k, v in r.items()))
     for key in sorted({(r["song"], r["edit"]) for r in rows}):

@@ -39,6 +39,12 @@ RENDER_WORKERS = max(2, os.cpu_count() or 2)  # variants rendered at once (Fluid
 GENERATING = 0.85  # the share of the progress bar generation takes; rendering takes the rest
 
 Reporter = Callable[[float, str], None]
+# A part edit renders the song's other parts while the model writes only for a song longer than this: generation runs
+# on one thread meanwhile, which paid on D_ROMERO (8.7 minutes: 85.7 s with, 91.3 s without) and not on the dense
+# 2.1-minute upload, whose arrangement FluidSynth plays slowly and whose generation gains most from two threads (piano
+# regenerated: 77.3 s with, 73.6 s without; `python -m bench.edit --ahead 2 [--dense --regenerate]`,
+# docs/runs/bench-edit-epyc-ahead.log, bench-edit-epyc-ahead-regenerate.log, second round)
+AHEAD_PART_SECONDS = 5 * 60.0
 
 
 REPORT_EVERY = 0.25  # seconds: the page's progress bar is updated at most this often while its text stays the same
@@ -128,20 +134,25 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
 def render_ahead(request: GenerationRequest, cost: Cost) -> AbstractContextManager[Backing | None]:
     """The notes an edit keeps, rendered while the model writes the new ones (`render.audio.Backing`, one FluidSynth
     taking a core from generation meanwhile), or nothing:
-    - a part edit whose previews write the new part's stem alone (a long song): the song's other parts, most of its
-      rendering (D_ROMERO's six: 17.8 s of FluidSynth, its brass alone 3.1 s);
-    - a continuation or an infill previewed in part: the bars around the span it writes, in the preview's window."""
+    - a part edit of a song over AHEAD_PART_SECONDS whose previews write the new part's stem alone: the song's
+      other parts, most of its rendering (D_ROMERO's six took 17.8 s of FluidSynth, its brass alone 3.1 s, in a
+      one-off timing);
+    - a continuation or an infill previewed in part: the bars around the span it writes, in the preview's window.
+    Nothing either when it cannot start: the preview then renders everything after generation, as without it."""
     edit, song = request.edit_kind, request.prompt
     if edit is None or song is None:
         return nullcontext(None)
-    if cost.preview is not None and cost.edited is not None:
-        first, last = cost.preview
-        lo, hi = ((b - first) * song.bar_steps for b in (cost.edited[0], cost.edited[1] + 1))
-        return Backing.outside(song.window(first, last), lo, hi, claim=taking_a_core)
-    if not edit.new_part or cost.preview is not None or not cost.stems:
-        return nullcontext(None)
-    kept = [g for g in song.groups if g not in cost.stems]
-    return Backing.of_groups(song, kept, claim=taking_a_core) if kept else nullcontext(None)
+    try:
+        if cost.preview is not None and cost.edited is not None:
+            first, last = cost.preview
+            lo, hi = ((b - first) * song.bar_steps for b in (cost.edited[0], cost.edited[1] + 1))
+            return Backing.outside(song.window(first, last), lo, hi, claim=taking_a_core)
+        kept = [g for g in song.groups if g not in (cost.stems or ())]
+        if edit.new_part and cost.preview is None and cost.stems and kept and song.seconds() > AHEAD_PART_SECONDS:
+            return Backing.of_groups(song, kept, claim=taking_a_core)
+    except Exception:  # noqa: BLE001 - a speed-up, never a reason to fail the request
+        log.exception("the kept notes could not be rendered ahead")
+    return nullcontext(None)
 
 
 def render_all(scores: list[Score], request: GenerationRequest, out: Path, report: Reporter,

@@ -155,12 +155,14 @@ def test_continuing_a_long_song_previews_the_new_bars_and_the_bars_before(make_s
 
 def test_a_long_part_edit_renders_the_songs_other_parts_while_it_writes_the_new_one(make_studio, tmp_path,
                                                                                     monkeypatch):
-    """Where a part edit's previews write the new part's stem alone (a long song; here the limit is lowered), the
-    song's other parts are rendered while the model writes, and the preview's mix takes that audio."""
+    """Where a part edit's previews write the new part's stem alone and the song is long (here both limits are
+    lowered), the song's other parts are rendered while the model writes, and the preview's mix takes that audio;
+    a shorter song's are rendered after."""
     import threading
 
     from render import audio
     from studio import budget as B
+    from studio import pipeline
 
     monkeypatch.setattr(B, "PART_STEMS_SECONDS", 1)
     upload = write_midi(load_midi(SONG).first_bars(2), tmp_path / "upload.mid")
@@ -170,7 +172,12 @@ def test_a_long_part_edit_renders_the_songs_other_parts_while_it_writes_the_new_
                         or synthesize(midi, *a, **k))
     monkeypatch.setattr(audio.Backing, "audio", lambda self, midi, rate: used.append(backing_audio(self, midi, rate))
                         or used[-1])
-    res = make_studio().edit_upload("add_part", {"midi": {"path": str(upload)}, "part": "strings", "seed": "3"})
+    st = make_studio()
+    res = st.edit_upload("add_part", {"midi": {"path": str(upload)}, "part": "strings", "seed": "3"})
+    assert [[s.group for s in v.stems] for v in res.variants] == [["strings"]] and used == [] and len(runs) == 2
+    monkeypatch.setattr(pipeline, "AHEAD_PART_SECONDS", 0.0)
+    runs.clear()
+    res = st.edit_upload("add_part", {"midi": {"path": str(upload)}, "part": "strings", "seed": "3"})
     assert [[s.group for s in v.stems] for v in res.variants] == [["strings"]]
     assert len(used) == 1 and used[0] is not None
     assert runs.count("render-backing") == 1 and len(runs) == 2  # the song's parts, then the new part alone
