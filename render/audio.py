@@ -552,8 +552,8 @@ class Backing:
             return None
         try:
             return self._audio.result()
-        except RenderError as e:
-            log.warning("the parts rendered ahead are rendered again: %s", e)
+        except Exception as e:  # noqa: BLE001 - a speed-up: the preview renders these notes itself
+            log.warning("the notes rendered ahead are rendered again: %s", e)
             return None
 
 
