@@ -162,7 +162,8 @@ DEFAULT_EDIT = Continue.name  # what a prompt without an edit gets
 
 
 DENSE_HELP = (f" In a dense song (over {READ_NOTES_PER_BAR:.0f} notes a bar in its other parts) the model listens "
-              f"to its busiest parts only; the others stay as they are. A long song's stems hold the new part's alone.")
+              f"to its busiest parts only; the others stay as they are. The stems hold the new part's alone where every "
+              f"part's would hold over 10 minutes of audio.")
 
 
 class _PartEdit(Edit):

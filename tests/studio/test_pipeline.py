@@ -211,6 +211,9 @@ def test_a_long_part_edit_writes_the_new_parts_stem_only():
         f"stems: the new strings part's only; every part's would hold 12 minutes of audio (an added or regenerated "
         f"part writes them up to {minutes})")
     assert stem_groups(request, B.STEMS_MAX_SECONDS + 60, 3 * (B.STEMS_MAX_SECONDS + 60))[0] == []
+    from model.edits import DENSE_HELP  # the part edits' help says when (model/ cannot import the studio's limit)
+
+    assert f"over {minutes} minutes of audio" in DENSE_HELP
 
 
 def test_progress_reaches_the_page_when_its_text_changes_and_at_most_every_quarter_second(monkeypatch):
