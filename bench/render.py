@@ -220,7 +220,8 @@ def part_stem_set(tmp: Path, repeats: int = 2) -> None:
     from bench.edit import default_song
     from bench.fair import dense_song
     from render import render_preview
-    from render.audio import SAMPLE_RATE, Backing
+    from render.ahead import Backing
+    from render.audio import SAMPLE_RATE
     from tokenizer import load_midi
     from tokenizer import vocab as V
 

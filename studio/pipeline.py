@@ -19,7 +19,8 @@ from typing import Callable
 from model import checkpoint as ckpt
 from model.adherence import adherence
 from model.request import GenerationRequest, RequestError
-from render.audio import CORES, Backing, RenderError, render_preview
+from render.ahead import Backing
+from render.audio import CORES, RenderError, render_preview
 from render.pianoroll import draw_pianoroll
 from tokenizer import Score, write_midi
 from tokenizer import vocab as V
@@ -132,7 +133,7 @@ def run(prepared: Prepared, store: OutputStore, runner: Runner, report: Reporter
 
 
 def render_ahead(request: GenerationRequest, cost: Cost) -> AbstractContextManager[Backing | None]:
-    """The notes an edit keeps, rendered while the model writes the new ones (`render.audio.Backing`, one FluidSynth
+    """The notes an edit keeps, rendered while the model writes the new ones (`render.ahead.Backing`, one FluidSynth
     taking a core from generation meanwhile), or nothing:
     - a part edit of a song over AHEAD_PART_SECONDS whose previews write the new part's stem alone: the song's
       other parts, most of its rendering (D_ROMERO's six took 17.8 s of FluidSynth, its brass alone 3.1 s, in a

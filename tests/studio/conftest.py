@@ -6,6 +6,7 @@ import pytest
 
 from studio import OutputStore, Studio
 from studio.runner import LocalRunner
+from studio.worker import InferenceWorker
 
 FIRST = {"groups": ["piano", "bass"], "drums": True, "bars": 2, "variants": 2, "seed": "11", "drum_kit": "tr-808"}
 
@@ -20,7 +21,12 @@ def make_studio(checkpoint_root, tmp_path):
 
 @pytest.fixture(scope="module")
 def first(checkpoint_root, tmp_path_factory):
-    """(studio, session) after one generation of two 2-bar variants (piano, bass, drums; tr-808 kit)."""
-    studio = Studio(OutputStore(tmp_path_factory.mktemp("loop") / "out", keep=100), runner=LocalRunner())
+    """(studio, session) after one generation of two 2-bar variants (piano, bass, drums; tr-808 kit).  Its studio
+    generates on a worker of its own with one torch thread, whatever else the process runs (the page's server in
+    these tests): the sampled notes depend on the thread count (the matmuls' sums split differently), and a
+    session's replay on the CLI (`--threads 1`) must give the same MIDI."""
+    worker = InferenceWorker(threads=1, name="test-first")
+    studio = Studio(OutputStore(tmp_path_factory.mktemp("loop") / "out", keep=100), runner=LocalRunner(worker))
     studio.generate(FIRST, session="first")
-    return studio, "first"
+    yield studio, "first"
+    worker.close()

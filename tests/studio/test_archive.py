@@ -52,7 +52,7 @@ def test_zip_session_replays_to_the_same_midi(first, tmp_path):
     assert "prompts/variant-2-prompt.mid" in names
     entries = read_session(session_file)
     assert [e.variant for e in entries] == [1, 2] and entries[1].request.prompt is not None
-    out = cli("--session", str(session_file), "--out", str(tmp_path / "replay"))
+    out = cli("--session", str(session_file), "--out", str(tmp_path / "replay"), "--threads", "1")  # as `first`
     assert out.returncode == 0, out.stderr[-2000:]
     for v in state.variants:
         again = (tmp_path / "replay" / f"variant-{v.index}.mid").read_bytes()

@@ -153,25 +153,32 @@ def test_continuing_a_long_song_previews_the_new_bars_and_the_bars_before(make_s
     assert any(w.startswith("stems left out of the zip: an edit of a long song previews bars 37-42") for w in res.warnings)
 
 
+def spy_renders(monkeypatch) -> tuple[list[str], list]:
+    """(the thread of every FluidSynth run, what each `Backing.audio` call returned), filled as they happen."""
+    import threading
+
+    from render import ahead, audio
+
+    runs, used = [], []
+    synthesize, backing_audio = audio._synthesize, ahead.Backing.audio
+    monkeypatch.setattr(audio, "_synthesize", lambda midi, *a, **k: runs.append(threading.current_thread().name)
+                        or synthesize(midi, *a, **k))
+    monkeypatch.setattr(ahead.Backing, "audio", lambda self, midi, rate: used.append(backing_audio(self, midi, rate))
+                        or used[-1])
+    return runs, used
+
+
 def test_a_long_part_edit_renders_the_songs_other_parts_while_it_writes_the_new_one(make_studio, tmp_path,
                                                                                     monkeypatch):
     """Where a part edit's previews write the new part's stem alone and the song is long (here both limits are
     lowered), the song's other parts are rendered while the model writes, and the preview's mix takes that audio;
     a shorter song's are rendered after."""
-    import threading
-
-    from render import audio
     from studio import budget as B
     from studio import pipeline
 
     monkeypatch.setattr(B, "PART_STEMS_SECONDS", 1)
     upload = write_midi(load_midi(SONG).first_bars(2), tmp_path / "upload.mid")
-    runs, used = [], []
-    synthesize, backing_audio = audio._synthesize, audio.Backing.audio
-    monkeypatch.setattr(audio, "_synthesize", lambda midi, *a, **k: runs.append(threading.current_thread().name)
-                        or synthesize(midi, *a, **k))
-    monkeypatch.setattr(audio.Backing, "audio", lambda self, midi, rate: used.append(backing_audio(self, midi, rate))
-                        or used[-1])
+    runs, used = spy_renders(monkeypatch)
     st = make_studio()
     res = st.edit_upload("add_part", {"midi": {"path": str(upload)}, "part": "strings", "seed": "3"})
     assert [[s.group for s in v.stems] for v in res.variants] == [["strings"]] and used == [] and len(runs) == 2
@@ -188,18 +195,10 @@ def test_a_long_songs_span_edit_renders_the_bars_around_it_while_it_writes(make_
                                                                            fields):
     """A continuation or an infill of a long song previews a window of bars: the window's kept notes are rendered
     while the model writes, and after it the new notes alone."""
-    import threading
-
     from bench.fair import dense_song
-    from render import audio
 
     upload = write_midi(dense_song(notes=600, bars=40, tracks=3), tmp_path / "long.mid")
-    runs, used = [], []
-    synthesize, backing_audio = audio._synthesize, audio.Backing.audio
-    monkeypatch.setattr(audio, "_synthesize", lambda midi, *a, **k: runs.append(threading.current_thread().name)
-                        or synthesize(midi, *a, **k))
-    monkeypatch.setattr(audio.Backing, "audio", lambda self, midi, rate: used.append(backing_audio(self, midi, rate))
-                        or used[-1])
+    runs, used = spy_renders(monkeypatch)
     res = make_studio().edit_upload(kind, {"midi": str(upload), "seed": "3", **fields})
     v = res.variants[0]
     assert v.preview_bars is not None and v.mp3.is_file()
