@@ -57,7 +57,7 @@ import wave
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
 import mido
 import numpy as np
@@ -67,9 +67,6 @@ from tokenizer import vocab as V
 from tokenizer.score import to_midi_file
 
 from .loudness import block_powers, gated_loudness, loudness_gain
-
-if TYPE_CHECKING:
-    from .ahead import Backing
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +100,15 @@ STEM_FORMAT = "flac"
 PARALLEL_SECONDS = 8.0
 PIECE_RELEASE = 3.0
 CORES = min(2, os.cpu_count() or 1)
+
+
+class RenderedAhead(Protocol):
+    """Notes rendered before the preview is made (render.ahead.Backing): which notes of a score they are, and their
+    audio when `midi` is exactly what was rendered."""
+
+    def split(self, score: Score) -> tuple[Score, Score]: ...
+
+    def audio(self, midi: bytes, rate: int) -> np.ndarray | None: ...
 
 
 class RenderError(RuntimeError):
@@ -487,7 +493,7 @@ def _check_length(midi: Score | bytes) -> None:
 def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None, stem_prefix: str,
             gain_db: float | None, soundfont, rate: int, bitrate: int | None, timeout: float,
             processes: int | None = None, stem_groups=None,
-            backing: Backing | None = None) -> tuple[RenderResult | None, list[Stem]]:
+            backing: RenderedAhead | None = None) -> tuple[RenderResult | None, list[Stem]]:
     """The one pipeline behind render_mp3, render_stems and render_preview.  `processes`: how many FluidSynth,
     lame or ffmpeg processes it may run at once (default CORES; less when other renders share the cores).
     `stem_groups`: the groups to write stems of (None: every group; the mix is then their sum).  `backing`: the
@@ -541,7 +547,7 @@ def _render(midi: Score | bytes, mp3_path: Path | None, stem_folder: Path | None
 
 
 def _rest_and_stems(score: Score, groups: list[int], frames: int, tmp: Path, soundfont, rate: int, timeout: float,
-                    processes: int, backing: Backing | None) -> tuple[np.ndarray, list[np.ndarray]]:
+                    processes: int, backing: RenderedAhead | None) -> tuple[np.ndarray, list[np.ndarray]]:
     """(the mix, the stems of `groups`): the other groups' audio from `backing` when it rendered exactly them, else
     rendered at the same time as the stems (one after the other with one process)."""
     rest = _stem_score(score, [g for g in score.groups if g not in groups])
@@ -559,7 +565,7 @@ def _rest_and_stems(score: Score, groups: list[int], frames: int, tmp: Path, sou
 
 
 def _known_and_new(score: Score | bytes, frames: int, tmp: Path, soundfont, rate: int, timeout: float,
-                   processes: int, backing: Backing | None) -> np.ndarray | None:
+                   processes: int, backing: RenderedAhead | None) -> np.ndarray | None:
     """The mix from `backing`'s audio of the notes it rendered ahead plus a render of the score's other notes; None
     when those are not exactly the notes it rendered (or there is no backing): the caller renders the score whole."""
     if backing is None or not isinstance(score, Score):
@@ -594,7 +600,7 @@ def render_mp3(midi: Score | bytes, mp3_path: str | os.PathLike, soundfont: str 
 def render_preview(score: Score, folder: str | os.PathLike, stem: str, stems: bool = True,
                    soundfont: str | os.PathLike | None = None, bitrate: int | None = None, timeout: float = 120.0,
                    rate: int = SAMPLE_RATE, processes: int | None = None, stem_groups: list[int] | None = None,
-                   backing: Backing | None = None) -> tuple[RenderResult, list[Stem]]:
+                   backing: RenderedAhead | None = None) -> tuple[RenderResult, list[Stem]]:
     """The mix `folder/stem.mp3` and, with `stems`, per instrument group `folder/stem-GROUP.flac` and
     `folder/stem-GROUP.mid` (the folder is made when missing), from FluidSynth runs of the groups: the mix is the sum
     of the stems, all with one gain.  `stem_groups`: stems of these groups only (a part edit's new part: the
