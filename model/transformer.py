@@ -99,6 +99,13 @@ class Kernels:
 
 
 _PICKED: Kernels | None = None  # pick_kernels' measurement, once per process
+# The row counts whose times `pick_kernels` sums to choose FBGEMM: a decoding step (one token), a run of a few
+# kept tokens, a long run.  It once required FBGEMM to win at one row and at the most rows; at one row the two
+# were within 15% of each other on the AVX2-only EPYC (36-41 us against 42 us), so one process in six picked the
+# other kernels there.  That one decoded D_ROMERO's first 100 bars + brass in 39.7 s against 32.4 s, into other
+# notes (the kernels round differently): a seed's music depended on the load at start-up.  Summed over these, the
+# EPYC's FBGEMM wins by twice.
+DECODING_ROWS = (1, 4, 32)
 
 
 def int8_matmul(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None,
@@ -122,7 +129,7 @@ def pick_kernels(dim: int = 512, heads: int = 10, dim_head: int = 64, positions:
     feed-forward layer and one query's attention over `positions`: the dense dtype (bf16 or fp32, the faster at
     the most rows), the most rows at which the int8 kernel is still as fast as that dense matmul, the
     attention's dtype (the faster SDPA for one query), and whether FBGEMM (with an fp32 cache) beats that choice
-    at one row and at the most rows."""
+    over `DECODING_ROWS`."""
     import time
 
     global _PICKED
@@ -154,11 +161,11 @@ def pick_kernels(dim: int = 512, heads: int = 10, dim_head: int = 64, positions:
             F.scaled_dot_product_attention, qkv[0, :, :, :1].to(dt), qkv[1].to(dt), qkv[2].to(dt)))
         picked = Kernels(rows, dt, cache)
         packed = Int8Linear.prepack(weight, scale, lin.bias.detach())
-        if packed is not None:  # FBGEMM where it is faster at one row and at the most rows
-            now = [best(int8_matmul, x[:m].to(torch.bfloat16), weight, scale, None, dense[dt], rows)
-                   for m in (1, max(candidates))]
-            fb = [best(int8_matmul, x[:m], weight, scale, None, None, rows, packed) for m in (1, max(candidates))]
-            if all(f < n for f, n in zip(fb, now)):
+        if packed is not None:  # FBGEMM where it is faster over the row counts of `DECODING_ROWS`, summed
+            now = sum(best(int8_matmul, x[:m].to(torch.bfloat16), weight, scale, None, dense[dt], rows)
+                      for m in DECODING_ROWS)
+            fb = sum(best(int8_matmul, x[:m], weight, scale, None, None, rows, packed) for m in DECODING_ROWS)
+            if fb < now:
                 picked = Kernels(rows, dt, torch.float32, fbgemm=True)
     _PICKED = picked
     log.info("int8 decoder kernels here: %s", _PICKED)
