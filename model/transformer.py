@@ -237,6 +237,8 @@ class FastDecoder(nn.Module):
     the residual stream, layer norms and logits stay fp32.
     """
 
+    computes_rows = True  # forward(tokens, rows=(lo, hi)): the logits of some tokens only (`Window.logits`)
+
     def __init__(self, cfg: TransformerConfig, state: dict[str, torch.Tensor], norm_offset: float = 0.0):
         """norm_offset: x-transformers' LayerNorm multiplies by (gamma + 1) when unit_offset is on."""
         super().__init__()
@@ -373,9 +375,11 @@ class FastDecoder(nn.Module):
         self.pos = end - count
 
     @torch.inference_mode()
-    def forward(self, tokens: torch.Tensor, every: bool = False) -> torch.Tensor:
+    def forward(self, tokens: torch.Tensor, every: bool = False, rows: tuple[int, int] | None = None) -> torch.Tensor:
         """tokens (B, T) appended at the cache position; returns logits of the last position (B, V), or with
-        `every` of each position (B, T, V): what a scoring pass reads."""
+        `every` of each position (B, T, V): what a scoring pass reads.  `rows` (lo, hi): only the logits of
+        tokens lo..hi-1 are computed, the others are -inf (sampling at a slot whose tokens are those: the output
+        layer is the largest matmul of a one-token call)."""
         c = self.cfg
         B, T = tokens.shape
         start = self.pos
@@ -385,14 +389,22 @@ class FastDecoder(nn.Module):
         end = start + T
         cos, sin = (self.cos_act, self.sin_act) if self.int8 else (self.cos, self.sin)
         cos, sin = cos[start:end], sin[start:end]  # (T, 1, 1, Dh)
+        # several new tokens after cached ones: each sees the cache and the new ones up to itself (one mask for
+        # every layer)
+        mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start) if T > 1 and start > 0 else None
         layer = self._layer_int8 if self.int8 else self._layer
         for weights in self._layers:
-            x = layer(x, weights, cos, sin, start, end)
+            x = layer(x, weights, cos, sin, start, end, mask)
         self.pos = end
         x = F.layer_norm(x if every else x[:, -1], (c.dim,)) * self.gf
-        return self.to_logits(x)
+        if rows is None:
+            return self.to_logits(x)
+        lo, hi = rows
+        logits = torch.full((*x.shape[:-1], c.vocab_size), float("-inf"), device=x.device, dtype=x.dtype)
+        logits[..., lo:hi] = F.linear(x, self.to_logits.weight[lo:hi])
+        return logits
 
-    def _layer(self, x, weights, cos, sin, start: int, end: int) -> torch.Tensor:
+    def _layer(self, x, weights, cos, sin, start: int, end: int, mask: torch.Tensor | None) -> torch.Tensor:
         """One layer in the weights' dtype: the reference arithmetic (the seeded outputs are written with it)."""
         c = self.cfg
         B, T, _ = x.shape
@@ -407,16 +419,13 @@ class FastDecoder(nn.Module):
         kk, vv = k_cache[:, :, :end], v_cache[:, :, :end]
         if T == 1:  # one query: two batched matmuls (in a quick CPU check, faster than SDPA's kernel)
             a = torch.softmax((q @ kk.transpose(-1, -2)) * self.scale, dim=-1) @ vv
-        elif start == 0:
-            a = F.scaled_dot_product_attention(q, kk, vv, is_causal=True)
-        else:
-            mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
-            a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+        else:  # a prefill (mask None: causal) or new tokens after cached ones (`forward`'s mask)
+            a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, is_causal=mask is None)
         x = x + out.forward(a.transpose(1, 2).reshape(B, T, -1))
         h = F.layer_norm(x, (c.dim,)) * g2
         return x + ff2.forward(F.gelu(ff1.forward(h)))
 
-    def _layer_int8(self, x, weights, cos, sin, start: int, end: int) -> torch.Tensor:
+    def _layer_int8(self, x, weights, cos, sin, start: int, end: int, mask: torch.Tensor | None) -> torch.Tensor:
         """One layer of the int8 form on x (B, T, D) kept as (B * T, D) rows: fp32 residual and norms, bf16 into
         the int8 matmuls (fp32 into FBGEMM's), attention (SDPA for every query count) in the cache's dtype (`kernels.cache`)."""
         c = self.cfg
@@ -431,11 +440,7 @@ class FastDecoder(nn.Module):
         v_cache[:, :, start:end] = y[:, :, 2].transpose(1, 2)
         kk, vv = k_cache[:, :, :end], v_cache[:, :, :end]
         q = q.to(kk.dtype)
-        if T == 1 or start == 0:
-            a = F.scaled_dot_product_attention(q, kk, vv, is_causal=T > 1)
-        else:
-            mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(start)
-            a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask)
+        a = F.scaled_dot_product_attention(q, kk, vv, attn_mask=mask, is_causal=mask is None and T > 1)
         x = x + int8_matmul(a.transpose(1, 2).reshape(B * T, -1).to(act), *out)
         x = x + int8_matmul(F.gelu(int8_matmul(torch.layer_norm(x, (D,), g2).to(act), *ff1)), *ff2)
         return x.view(B, T, D)

@@ -49,22 +49,32 @@ class Window:
         self.decoder, self.prefix, self.buf = decoder, prefix, buf
         self.ctx = getattr(decoder, "window", decoder.cfg.max_seq_len)  # the positions it attends to (`FastDecoder`)
         self.keep = max(3, (self.ctx - prefix.shape[1]) // 2 // 3 * 3)  # body tokens kept when sliding
+        self.slot_rows = getattr(decoder, "computes_rows", False)  # forward(tokens, rows=...): `FastDecoder`
 
-    def prefill(self, n_body: int) -> torch.Tensor:
-        """Encode the prefix and the body's first `n_body` tokens (the last that fit) afresh; the logits."""
+    def prefill(self, n_body: int, slot: int | None = None) -> torch.Tensor:
+        """Encode the prefix and the body's first `n_body` tokens (the last that fit) afresh; the logits (with
+        `slot`, only those of that slot's tokens: `logits`)."""
         kept = n_body if self.prefix.shape[1] + n_body <= self.ctx - 1 else min(n_body, self.keep)
         kept -= (3 - (n_body - kept) % 3) % 3  # the window's body starts at a note boundary
         window = torch.cat([self.prefix, self.buf[:, n_body - kept:n_body]], 1)
         self.decoder.reset(self.buf.shape[0])
-        return self.decoder(window)
+        return self.logits(window, slot)
 
-    def feed(self, start: int, n: int) -> torch.Tensor:
+    def logits(self, tokens: torch.Tensor, slot: int | None) -> torch.Tensor:
+        """The decoder's logits after `tokens`; with `slot` (the slot the next token is sampled at: the grammar
+        allows only that slot's tokens there) the others are -inf, where the decoder can leave them out."""
+        if slot is not None and self.slot_rows:
+            return self.decoder(tokens, rows=V.SLOT_RANGES[slot])
+        return self.decoder(tokens)
+
+    def feed(self, start: int, n: int, slot: int | None = None) -> torch.Tensor:
         """The logits after body tokens `buf[:, start:n]` (at least one), which follow the tokens the decoder has
-        read, in one forward call while they fit.  Where the window is full it slides (`slide`) and reads on."""
+        read, in one forward call while they fit (with `slot`: `logits`).  Where the window is full it slides
+        (`slide`) and reads on."""
         while True:
             room = self.ctx - self.decoder.pos
             if n - start <= room:
-                return self.decoder(self.buf[:, start:n])
+                return self.logits(self.buf[:, start:n], slot)
             if room > 0:
                 self.decoder(self.buf[:, start:start + room])
                 start += room
@@ -111,7 +121,7 @@ def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: Sampli
     only after a shift (nothing else ends a variant), whether a durvel needs fixing only after a pitch where
     the request can need it, and (with kept notes) whether the next token is forced."""
     plan = grammar.plan
-    logits = window.prefill(n)
+    logits = window.prefill(n, grammar.slot)
     fed = n  # buf[:, :fed] has been read by the decoder; `logits` follow it
     span = max(plan.new_end - plan.min_time, 1)
     forcing = grammar.has_kept
@@ -119,7 +129,7 @@ def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: Sampli
         tok, mask = _forced(grammar, gen) if forcing else (None, grammar.mask())
         if tok is None:
             if fed < n:
-                logits, fed = window.feed(fed, n), n
+                logits, fed = window.feed(fed, n, grammar.slot), n
             tok = sample_token(constrain(grammar, logits.float(), mask=mask), params, gen, checked=False)
         slot = grammar.slot
         grammar.update(tok)
@@ -137,7 +147,7 @@ def _run(grammar: Grammar, window: Window, n: int, max_body: int, params: Sampli
                     window.unread(fed - (n - 2))
                     fed = n - 2
         if not forcing:
-            logits, fed = window.feed(fed, n), n
+            logits, fed = window.feed(fed, n, grammar.slot), n
     return n
 
 

@@ -379,7 +379,8 @@ def test_kept_notes_are_fed_in_runs_with_the_same_music(tiny_engine, monkeypatch
     req = GenerationRequest(variants=2, seed=3, prompt=song, **edit)
     calls = []
     feed = decode.Window.feed
-    monkeypatch.setattr(decode.Window, "feed", lambda self, start, n: calls.append(n - start) or feed(self, start, n))
+    monkeypatch.setattr(decode.Window, "feed", lambda self, start, n, slot=None: calls.append(n - start)
+                        or feed(self, start, n, slot))
     runs = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
     tokens = tiny_engine.last_stats["tokens"] // 2
     assert len(calls) < 0.7 * tokens and max(calls) > 3

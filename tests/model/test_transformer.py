@@ -27,6 +27,25 @@ def test_fast_decoder_matches_stock_logits(tiny_engine):
     assert torch.allclose(torch.stack(out[1:], 1), ref[:, 25:], atol=1e-4)
 
 
+@pytest.mark.parametrize("quantize", [False, True], ids=["fp32", "int8"])
+def test_logits_of_one_slot_only(tiny_engine, quantize):
+    """`rows`: the logits of a slot's tokens as the whole output layer gives them (to rounding), the rest -inf,
+    after one token and after several."""
+    dec = FastDecoder.from_model(tiny_engine.cfg, tiny_engine.model).eval()
+    dec = dec.quantize() if quantize else dec
+    x = torch.randint(V.SHIFT_OFFSET, V.VOCAB_SIZE, (2, 30))
+    for lo, hi in V.SLOT_RANGES:
+        for a, b in ((0, 20), (20, 21), (21, 30)):
+            dec.reset(2)
+            if a:
+                dec(x[:, :a])
+            full = dec(x[:, a:b])
+            dec.pos = a
+            part = dec(x[:, a:b], rows=(lo, hi))
+            assert torch.allclose(part[:, lo:hi], full[:, lo:hi], atol=1e-5)
+            assert torch.isneginf(part[:, :lo]).all() and torch.isneginf(part[:, hi:]).all()
+
+
 def test_greedy_fast_path_equals_stock_generate(tiny_engine):
     prompt = torch.tensor([T.control_prefix([0, 4], True)])
     wrapper = AutoregressiveWrapper(tiny_engine.model).eval()
@@ -129,8 +148,8 @@ def test_decoding_keeps_at_most_its_window_in_view(tiny_engine, monkeypatch):
     monkeypatch.setattr(dec, "window", 48)
     held = []
     forward = type(dec).forward
-    monkeypatch.setattr(type(dec), "forward", lambda self, tokens, every=False: (
-        held.append(self.pos + tokens.shape[1]), forward(self, tokens, every))[1])
+    monkeypatch.setattr(type(dec), "forward", lambda self, tokens, **kw: (
+        held.append(self.pos + tokens.shape[1]), forward(self, tokens, **kw))[1])
     (s,) = tiny_engine.generate(GenerationRequest(groups=("piano", "bass"), drums=True, bars=4, variants=1, seed=3))
     assert max(held) <= 48 and len(held) > 48 // 3 and s.length == 4 * V.STEPS_PER_BAR
 
