@@ -8,6 +8,7 @@ of every new MP3 against the piece + RELEASE_TAIL, and what one stem costs as FL
     python -m bench.render --voices        # FluidSynth's default 256 voices against POLYPHONY, real and dense
     python -m bench.render --part-stem     # a part edit's preview: every part's stems against the new part's
     python -m bench.render --loudness      # the loudness measure of an 8.7-minute mix on 1 thread and 2
+    python -m bench.render --mp3           # LAME's algorithm qualities on an 8.7-minute mix: time, size, fidelity
 
 Sets: the first N openttd-openmsx songs (/usr/share/games/openttd/baseset/openmsx/*.mid), each cut to its
 first B bars (different songs: quiet and loud ones), and, when the engine loads, the V variants of one
@@ -255,6 +256,47 @@ def loudness_set(tmp: Path, repeats: int = 3) -> None:
         print(f"block_powers, {threads} thread(s): {best(lambda t=threads: block_powers(mix, SAMPLE_RATE, t), repeats):.2f}")
 
 
+def mp3_set(tmp: Path, repeats: int = 2, qualities=(3, 5, 7)) -> None:
+    """D_ROMERO's 8.7-minute mix (`render_wav`: FluidSynth's output as a 16-bit WAV, no gain) encoded at lame -V
+    MP3_VBR_QUALITY with each algorithm quality `-q` (3: LAME's default; render.audio uses MP3_ALGORITHM_QUALITY), interleaved, best of
+    `repeats` seconds: the MP3's size, how close it decodes to the source (signal to error in dB, over the whole
+    mix and the mean over its 50 ms frames with sound) and its loudness change (LU)."""
+    from bench.edit import default_song
+    from render.audio import MP3_ALGORITHM_QUALITY, MP3_VBR_QUALITY, SAMPLE_RATE, decode_audio, read_wav, render_wav
+    from render.loudness import block_powers, gated_loudness
+    from tokenizer import load_midi
+
+    wav = render_wav(load_midi(default_song(str(tmp))), tmp / "romero.wav")
+    src = read_wav(wav)[0]
+
+    def loudness(x) -> float:
+        return gated_loudness(block_powers(x, SAMPLE_RATE, 1))
+
+    times = {q: [] for q in qualities}
+    for _ in range(repeats):
+        for q in qualities:
+            t0 = time.perf_counter()
+            subprocess.run(["lame", "--quiet", "-V", str(MP3_VBR_QUALITY), "-q", str(q), str(wav),
+                            str(tmp / f"q{q}.mp3")], check=True)
+            times[q].append(time.perf_counter() - t0)
+    print(f"\n== MP3 of D_ROMERO's mix, {len(src) / SAMPLE_RATE / 60:.1f} minutes, lame -V {MP3_VBR_QUALITY} "
+          f"(previews: -q {MP3_ALGORITHM_QUALITY}; best of {repeats} seconds)")
+    print(f"{'lame -q':8s} {'seconds':>8s} {'MB':>6s} {'SNR dB':>7s} {'frame SNR dB':>13s} {'loudness LU':>12s}")
+    ref = loudness(src)
+    frame = SAMPLE_RATE // 20
+    for q in qualities:
+        out = decode_audio(tmp / f"q{q}.mp3", channels=2)
+        n = min(len(out), len(src))
+        err = out[:n] - src[:n]
+        m = n // frame
+        sig_f, err_f = ((a[:m * frame] ** 2).reshape(m, -1).sum(1) for a in (src[:n], err))
+        sound = sig_f > 1e-4
+        frame_snr = float(np.mean(10 * np.log10(sig_f[sound] / np.maximum(err_f[sound], 1e-12))))
+        snr = 10 * np.log10(float((src[:n] ** 2).sum()) / float((err ** 2).sum()))
+        print(f"{q:<8d} {min(times[q]):8.2f} {(tmp / f'q{q}.mp3').stat().st_size / 1e6:6.2f} {snr:7.2f} "
+              f"{frame_snr:13.2f} {loudness(out) - ref:+12.3f}")
+
+
 def voices_set(tmp: Path, repeats: int = 2) -> None:
     """FluidSynth's default 256 voices against `render.audio.POLYPHONY`: per song, the preview's seconds
     (render_preview, the mix alone, best of `repeats`) and how far the synthesized samples move (the share of
@@ -316,6 +358,8 @@ def main(argv=None) -> int:
                     "against the new part's (needs Freedoom's WAD)")
     ap.add_argument("--loudness", action="store_true", help="only the loudness measure of a long mix, on one "
                     "thread and one a core (needs Freedoom's WAD)")
+    ap.add_argument("--mp3", action="store_true", help="only LAME's algorithm qualities on a long mix: time, "
+                    "size, fidelity (needs Freedoom's WAD)")
     args = ap.parse_args(argv)
 
     from render import RenderError
@@ -329,7 +373,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp_name)
         try:
             only = [f for on, f in ((args.processes, processes_set), (args.voices, voices_set),
-                                    (args.part_stem, part_stem_set), (args.loudness, loudness_set)) if on]
+                                    (args.part_stem, part_stem_set), (args.loudness, loudness_set), (args.mp3, mp3_set)) if on]
             for f in only:
                 f(tmp)
             if only:
