@@ -103,8 +103,8 @@ _PICKED: Kernels | None = None  # pick_kernels' measurement, once per process
 # kept tokens, a long run.  It once required FBGEMM to win at one row and at the most rows; at one row the two
 # were within 15% of each other on the AVX2-only EPYC (36-41 us against 42 us), so one process in six picked the
 # other kernels there.  That one decoded D_ROMERO's first 100 bars + brass in 39.7 s against 32.4 s, into other
-# notes (the kernels round differently): a seed's music depended on the load at start-up.  Summed over these, the
-# EPYC's FBGEMM wins by twice.
+# notes (the kernels round differently): a seed's music depended on the load at start-up.  Summed over these,
+# FBGEMM takes about half the other kernels' time on the EPYC.
 DECODING_ROWS = (1, 4, 32)
 
 

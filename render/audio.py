@@ -444,8 +444,8 @@ def _encode_mp3(pcm: np.ndarray, mp3_path: Path, rate: int, bitrate: int | None,
 
 def encode_mp3(wav_path: str | os.PathLike, mp3_path: str | os.PathLike, bitrate: int | None = None,
                timeout: float = 120.0) -> Path:
-    """WAV -> MP3 (at MP3_ALGORITHM_QUALITY): VBR at MP3_VBR_QUALITY, or constant `bitrate` kbps when given (which LAME encodes
-    measurably quieter: -0.44 LU at 128 kbps)."""
+    """WAV -> MP3 at LAME's MP3_ALGORITHM_QUALITY: VBR at MP3_VBR_QUALITY, or constant `bitrate` kbps when given
+    (which LAME encodes measurably quieter: -0.44 LU at 128 kbps)."""
     enc = find_encoder()
     if enc[0] == "lame":
         rate_args = ["-V", str(MP3_VBR_QUALITY)] if bitrate is None else ["-b", str(bitrate)]

@@ -391,6 +391,29 @@ def test_kept_notes_are_fed_in_runs_with_the_same_music(tiny_engine, monkeypatch
     assert single == runs
 
 
+@pytest.mark.parametrize("edit", [dict(groups=("piano", "bass"), drums=True, bars=4), dict(edit="add_part", part="guitar"),
+                                  dict(edit="infill", infill_bars=(4, 7))], ids=["new", "add_part", "infill"])
+def test_sampling_reads_its_slots_logits_only_with_the_same_music(tiny_engine, monkeypatch, edit):
+    """Each sampled token asks the decoder for the logits of its slot's tokens only (`FastDecoder.forward(rows=)`),
+    and the music is the same as with the whole output layer, over several seeds."""
+    from model.transformer import FastDecoder
+
+    asked = []
+    forward = FastDecoder.forward
+    monkeypatch.setattr(FastDecoder, "forward", lambda self, tokens, **kw: asked.append(kw.get("rows"))
+                        or forward(self, tokens, **kw))
+    song = whole_song(12)
+    for seed in (1, 2, 3):
+        req = GenerationRequest(variants=2, seed=seed, **({} if "groups" in edit else {"prompt": song}), **edit)
+        asked.clear()
+        slots = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+        assert set(asked) - {None} == set(V.SLOT_RANGES)  # every slot's rows asked for
+        monkeypatch.setattr(FastDecoder, "computes_rows", False)
+        whole = [T.to_midi_bytes(s) for s in tiny_engine.generate(req)]
+        monkeypatch.setattr(FastDecoder, "computes_rows", True)
+        assert slots == whole
+
+
 @pytest.mark.parametrize("edit", [dict(edit="add_part", part="guitar"), dict(edit="regenerate_part", part="bass"),
                                   dict(edit="infill", infill_bars=(4, 7)), dict(edit="continue", bars=2)])
 def test_kept_notes_known_without_the_mask_are_its_only_token(tiny_engine, monkeypatch, edit):
