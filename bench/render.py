@@ -258,8 +258,8 @@ def loudness_set(tmp: Path, repeats: int = 3) -> None:
 
 def mp3_set(tmp: Path, repeats: int = 2, qualities=(3, 5, 7)) -> None:
     """D_ROMERO's 8.7-minute mix (`render_wav`: FluidSynth's output as a 16-bit WAV, no gain) encoded at lame -V
-    MP3_VBR_QUALITY with each algorithm quality `-q` (3: LAME's default; render.audio uses MP3_ALGORITHM_QUALITY), interleaved, best of
-    `repeats` seconds: the MP3's size, how close it decodes to the source (signal to error in dB, over the whole
+    MP3_VBR_QUALITY with each algorithm quality `-q` (3: LAME's default; render.audio uses MP3_ALGORITHM_QUALITY),
+    interleaved, best of `repeats` seconds: the MP3's size, how close it decodes to the source (signal to error in dB, over the whole
     mix and the mean over its 50 ms frames with sound) and its loudness change (LU)."""
     from bench.edit import default_song
     from render.audio import MP3_ALGORITHM_QUALITY, MP3_VBR_QUALITY, SAMPLE_RATE, decode_audio, read_wav, render_wav
@@ -373,7 +373,8 @@ def main(argv=None) -> int:
         tmp = Path(tmp_name)
         try:
             only = [f for on, f in ((args.processes, processes_set), (args.voices, voices_set),
-                                    (args.part_stem, part_stem_set), (args.loudness, loudness_set), (args.mp3, mp3_set)) if on]
+                                    (args.part_stem, part_stem_set), (args.loudness, loudness_set),
+                                    (args.mp3, mp3_set)) if on]
             for f in only:
                 f(tmp)
             if only:

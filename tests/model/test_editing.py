@@ -391,8 +391,9 @@ def test_kept_notes_are_fed_in_runs_with_the_same_music(tiny_engine, monkeypatch
     assert single == runs
 
 
-@pytest.mark.parametrize("edit", [dict(groups=("piano", "bass"), drums=True, bars=4), dict(edit="add_part", part="guitar"),
-                                  dict(edit="infill", infill_bars=(4, 7))], ids=["new", "add_part", "infill"])
+@pytest.mark.parametrize("edit", [dict(groups=("piano", "bass"), drums=True, bars=4),
+                                  dict(edit="add_part", part="guitar"), dict(edit="infill", infill_bars=(4, 7))],
+                         ids=["new", "add_part", "infill"])
 def test_sampling_reads_its_slots_logits_only_with_the_same_music(tiny_engine, monkeypatch, edit):
     """Each sampled token asks the decoder for the logits of its slot's tokens only (`FastDecoder.forward(rows=)`),
     and the music is the same as with the whole output layer, over several seeds."""
