@@ -12,8 +12,8 @@ and the checks a musician cares about:
 - /infill of --infill (default: 4 bars in the middle): every note outside those bars kept note for note;
 - with --dense, the same three edits (and /regenerate_part) on a dense 64-bar, 16-track, 20,000-note upload.
 With --ahead N, instead: the /add_part of each song (with --dense, the dense upload's continue and infill, and
-the add_part of each --song given; --regenerate adds its piano regenerated) N times with the notes it keeps rendered while the model writes (`studio.pipeline.render_ahead`) and N times
-without, interleaved, in this process through the Studio and its inference lanes (no HTTP), side by side.
+the add_part of each --song given; --regenerate adds its piano regenerated) N times with the notes it keeps
+rendered while the model writes (`studio.pipeline.render_ahead`) and N times without, interleaved, in this process through the Studio and its inference lanes (no HTTP), side by side.
 The default songs: the longest level music of Freedoom (D_ROMERO of freedoom2.wad, BSD-3: 227 bars of 4/4, 6,879
 notes, 7 parts, 8.7 minutes), read from the Debian package's WAD, and POP909 song 023 (MIT; 4.3 minutes, 1,655
 notes, piano; 258 bars of 1/4 as the file is annotated) where ../shared/data/pop909 holds it.
@@ -174,8 +174,9 @@ def main(argv=None) -> int:
     p.add_argument("--infill", default=None, help="FIRST-LAST bars /infill writes anew (default: 4 in the middle)")
     p.add_argument("--dense", action="store_true", help="also edit a dense 64-bar, 16-track, 20,000-note upload")
     p.add_argument("--ahead", type=int, default=0, metavar="N",
-                   help="instead: /add_part of each song in-process N times with its other parts rendered ahead and "
-                        "N times without, interleaved")
+                   help="instead: each edit in-process N times with the notes it keeps rendered ahead and N times "
+                        "without, interleaved (/add_part of each song; with --dense, the dense upload's continue "
+                        "and infill)")
     p.add_argument("--regenerate", action="store_true", help="with --ahead and --dense: also the dense upload's "
                                                              "piano regenerated")
     args = p.parse_args(argv)

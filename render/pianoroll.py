@@ -80,7 +80,8 @@ def draw_pianoroll(score: Score, path: str | os.PathLike, width: int = 1000, hei
     for ax in axes:
         ax.set_xlim(0, n_bars * bar)
         step = max(1, n_bars // 16)  # at most ~16 labelled bar lines
-        lines = np.arange(n_bars + 1)  # bar lines, one collection (an artist a line took 0.1 s for 64 bars)
+        # bar lines as one collection (an artist a line took 0.1 s for 64 bars, a one-off timing)
+        lines = np.arange(n_bars + 1)
         ax.vlines(lines * bar, 0, 1, transform=ax.get_xaxis_transform(), lw=0.6, zorder=0,
                   colors=np.where(lines % step == 0, "#999999", "#dddddd"))
         ax.set_xticks([b * bar for b in range(0, n_bars, step)], [str(b + 1) for b in range(0, n_bars, step)])

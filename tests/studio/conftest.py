@@ -23,7 +23,8 @@ def make_studio(checkpoint_root, tmp_path):
 def first(checkpoint_root, tmp_path_factory):
     """(studio, session) after one generation of two 2-bar variants (piano, bass, drums; tr-808 kit).  Its studio
     generates on a worker of its own with one torch thread, whatever else the process runs (the page's server in
-    these tests): the sampled notes depend on the thread count (the matmuls' sums split differently), and a
+    these tests): the sampled notes depend on the thread count (attention for one query rounds differently with
+    1 and 2 threads, README's session replay), and a
     session's replay on the CLI (`--threads 1`) must give the same MIDI."""
     worker = InferenceWorker(threads=1, name="test-first")
     studio = Studio(OutputStore(tmp_path_factory.mktemp("loop") / "out", keep=100), runner=LocalRunner(worker))
